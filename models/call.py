@@ -1,0 +1,101 @@
+"""Calls, inbound and outbound, with every timestamp of their life, and the queues they wait in."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from models.base import Base, str_enum, utcnow
+
+if TYPE_CHECKING:
+    from models.customer import Customer
+    from models.recording import Recording
+    from models.ticket import Ticket
+    from models.user import User
+
+
+class CallDirection(str, Enum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class CallState(str, Enum):
+    RINGING = "ringing"
+    GREETING = "greeting"
+    QUEUED = "queued"
+    BRIDGED = "bridged"
+    ON_HOLD = "on_hold"
+    ENDED = "ended"
+
+
+class CallOutcome(str, Enum):
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"  # caller gave up before we answered
+    ABANDONED = "abandoned"  # caller hung up after the answer, before an agent took it
+    NO_AUDIO = "no_audio"
+    FAILED = "failed"
+    REJECTED = "rejected"  # e.g. no common codec
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+
+
+class HangupParty(str, Enum):
+    CUSTOMER = "customer"
+    AGENT = "agent"
+    SYSTEM = "system"
+    UNKNOWN = "unknown"
+
+
+class Queue(Base):
+    """A call queue: the numbers routed to it and the skills an agent needs to take its calls."""
+
+    __tablename__ = "queues"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(128), default="")
+    numbers: Mapped[list[Any]] = mapped_column(default=list)
+    skills: Mapped[list[Any]] = mapped_column(default=list)
+    language: Mapped[str | None] = mapped_column(String(16))
+
+
+class Call(Base):
+    __tablename__ = "calls"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    direction: Mapped[CallDirection] = mapped_column(str_enum(CallDirection))
+    state: Mapped[CallState] = mapped_column(str_enum(CallState), default=CallState.RINGING)
+    outcome: Mapped[CallOutcome | None] = mapped_column(str_enum(CallOutcome))
+    sip_call_id: Mapped[str] = mapped_column(String(255), index=True, default="")
+    # The customer's number in E.164 when it parses, else as received (never dropped).
+    caller_id: Mapped[str] = mapped_column(String(64), index=True)
+    caller_raw: Mapped[str] = mapped_column(String(255), default="")
+    callee: Mapped[str] = mapped_column(String(64), default="")
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
+    queue_id: Mapped[int | None] = mapped_column(ForeignKey("queues.id"))
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    callback_id: Mapped[int | None] = mapped_column(ForeignKey("callbacks.id"))
+    # The customer's previous call: calls from the same number form a chain.
+    previous_call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id"))
+    ring_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    answered_at: Mapped[datetime | None]
+    queued_at: Mapped[datetime | None]
+    bridged_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    hangup_by: Mapped[HangupParty | None] = mapped_column(str_enum(HangupParty))
+
+    customer: Mapped[Customer | None] = relationship()
+    ticket: Mapped[Ticket | None] = relationship(back_populates="calls")
+    queue: Mapped[Queue | None] = relationship()
+    agent: Mapped[User | None] = relationship()
+    previous_call: Mapped[Call | None] = relationship(remote_side=[id])
+    recordings: Mapped[list[Recording]] = relationship(back_populates="call", order_by="Recording.id")
+
+    @property
+    def recording(self) -> Recording | None:
+        return self.recordings[-1] if self.recordings else None

@@ -1,0 +1,60 @@
+"""User accounts: individual logins with hashed passwords and SIP credentials for the local PBX."""
+
+from __future__ import annotations
+
+import hashlib
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from models.user import Role, User
+
+MIN_PASSWORD_LENGTH = 8
+
+
+class AccountError(ValueError):
+    """A user cannot be created or changed as asked (duplicate name or extension, weak password)."""
+
+
+def sip_ha1(extension: str, realm: str, password: str) -> str:
+    """The digest HA1 the PBX checks: md5(user:realm:password)."""
+    return hashlib.md5(f"{extension}:{realm}:{password}".encode()).hexdigest()
+
+
+def add_user(
+    session: Session,
+    username: str,
+    role: Role,
+    password: str,
+    *,
+    realm: str,
+    extension: str | None = None,
+    skills: list[str] | None = None,
+    display_name: str = "",
+) -> User:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+    if session.scalar(select(User).where(User.username == username)):
+        raise AccountError(f"user {username!r} exists already")
+    if extension and session.scalar(select(User).where(User.extension == extension)):
+        raise AccountError(f"extension {extension} belongs to another user")
+    user = User(
+        username=username,
+        display_name=display_name or username,
+        role=role,
+        extension=extension,
+        password_hash=generate_password_hash(password),
+        sip_ha1=sip_ha1(extension, realm, password) if extension else None,
+        skills=list(skills or []),
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def authenticate(session: Session, username: str, password: str) -> User | None:
+    user = session.scalar(select(User).where(User.username == username, User.active.is_(True)))
+    if user and check_password_hash(user.password_hash, password):
+        return user
+    return None

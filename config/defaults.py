@@ -19,6 +19,8 @@ TICKET_MANUAL = "manual 001 (售后工单流程)"
 PHONE_MANUAL = "manual 002 (客户服务管理系统规章制度)"
 OWNERSHIP_MANUAL = "manual 003 (电子商务客户售后服务管理方案)"
 CALL_CENTRE_MANUAL = "manual 004 (客服部工作及对接流程)"
+# For a number the manuals leave open: Hotline chose it.
+HOTLINE_CHOICE = "Hotline's choice; the manuals give no number"
 
 
 def setting(default: Any, doc: str, source: str | None = None) -> Any:
@@ -119,7 +121,7 @@ class Callbacks(Section):
     improvement_score_below: int = setting(4, "A satisfaction score below this (of 5) starts an improvement process.", TICKET_MANUAL)
     calling_hours_start: str = setting("09:00", "Earliest local time an automatic callback is dialled.")
     calling_hours_end: str = setting("20:00", "Latest local time an automatic callback is dialled.")
-    max_attempts: int = setting(3, "Dial attempts before a callback goes to staff as unreachable.")
+    max_attempts: int = setting(3, "Dial attempts before a callback goes to staff as unreachable.", HOTLINE_CHOICE)
 
 
 class Transcription(Section):

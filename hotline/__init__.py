@@ -1,1 +1,1 @@
-"""hotline."""
+"""The hotline command line: set-up, services, users, tickets."""

@@ -39,3 +39,14 @@ class User(Base):
 
     def __repr__(self) -> str:
         return f"<User {self.username} {self.role.value}>"
+
+    # The session protocol of web logins (duck-typed, so models need not import Flask-Login).
+    is_authenticated = True
+    is_anonymous = False
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+    def get_id(self) -> str:
+        return str(self.id)

@@ -187,11 +187,12 @@ def ticket_show(ctx: click.Context, number: str, as_json: bool) -> None:
 @click.pass_context
 def web(ctx: click.Context, port: int | None) -> None:
     """Run the web UI."""
+    from waitress import serve
+
     from webui import create_app
 
     settings = settings_of(ctx)
-    app = create_app(settings)
-    app.run(host=settings.web.host, port=port or settings.web.port, threaded=True, use_reloader=False)
+    serve(create_app(settings), host=settings.web.host, port=port or settings.web.port, threads=8)
 
 
 @main.command()

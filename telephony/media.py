@@ -1,0 +1,503 @@
+"""RTP media for every call of the process, driven by one thread on one 20 ms clock.
+
+Stock pyVoIP runs three threads per call, each polling every 10 ms, and stops being clean
+near 100 calls on two cores. Here a single thread sleeps until the next 20 ms tick, then
+reads every socket that has data (one non-blocking ``select``), and for each leg plays one
+frame out of its jitter buffer, sends one frame and hands both to the leg's recorder.
+
+Each leg has a small jitter buffer ordered by RTP sequence number: a lost packet becomes
+silence of one frame (never pyVoIP's full-scale 0x00 click) and the recording stays aligned
+with the wall clock. A leg always sends: the queued prompt, the bridged leg's audio, or G.711
+silence (Linphone hangs up after 30 s without incoming RTP). Only RTP version 2 from the
+latched peer with a negotiated payload type is used; STUN, RTCP and stray packets are
+counted and dropped.
+
+Callbacks (``on_dtmf``, ``on_recorder_error``) run on the media thread: keep them short.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import selectors
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from telephony import g711
+from telephony.recorder import RecordingError
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = g711.FRAME_MS / 1000
+RTP_HEADER = struct.Struct("!BBHII")
+RTP_VERSION_2 = 0x80
+MARKER = 0x80
+RTCP_PAYLOAD_TYPES = range(72, 77)  # RTCP packet types 200-204 seen through the RTP header
+JITTER_FRAMES = 3  # 60 ms: playout starts once this much is buffered
+JITTER_MAX_FRAMES = 10  # beyond 200 ms buffered (sender clock faster, burst) the oldest are dropped
+RESYNC_FRAMES = 100  # a sequence jump of more than 2 s means the sender restarted its stream
+CATCH_UP_LIMIT = 1.0  # seconds behind after which ticks are skipped rather than replayed
+DTMF_EVENTS = "0123456789*#ABCD"
+RECEIVE_BURST = 16  # datagrams read per socket and tick before moving on
+
+
+class PortPoolExhausted(RuntimeError):
+    """Every RTP port of the configured range is in use."""
+
+
+class Recorder(Protocol):
+    def write(self, left: bytes, right: bytes) -> None: ...
+
+
+@dataclass
+class LegStats:
+    """Counters of one leg; ``lost`` and ``late`` are frames, the rest packets."""
+
+    received: int = 0
+    sent: int = 0
+    lost: int = 0
+    late: int = 0
+    dropped: int = 0
+    underruns: int = 0
+    ignored_not_rtp: int = 0
+    ignored_source: int = 0
+    ignored_payload: int = 0
+    send_errors: int = 0
+
+    @property
+    def ignored(self) -> int:
+        return self.ignored_not_rtp + self.ignored_source + self.ignored_payload
+
+
+@dataclass
+class EngineStats:
+    ticks: int = 0
+    max_lateness: float = 0.0
+    late_ticks: int = 0  # ticks run more than one frame after their time
+    skipped_ticks: int = 0
+
+
+class JitterBuffer:
+    """Frames ordered by RTP sequence number, played out one per tick after a short delay."""
+
+    def __init__(self, stats: LegStats, depth: int = JITTER_FRAMES) -> None:
+        self._stats = stats
+        self._depth = depth
+        self._frames: dict[int, bytes] = {}
+        self._next: int | None = None
+        self._playing = False
+
+    def reset(self) -> None:
+        self._frames.clear()
+        self._next = None
+        self._playing = False
+
+    def put(self, seq: int, frame: bytes) -> None:
+        if self._next is None:
+            self._next = seq
+        ahead = (seq - self._next) & 0xFFFF
+        if ahead >= 0x8000:  # behind the playout point
+            if self._playing:
+                self._stats.late += 1
+                return
+            self._next = seq  # reordered before playout started: start earlier
+        elif ahead > RESYNC_FRAMES:
+            self.reset()
+            self._next = seq
+        if seq in self._frames:
+            self._stats.late += 1
+            return
+        self._frames[seq] = frame
+        if len(self._frames) > JITTER_MAX_FRAMES:
+            self._drop_oldest()
+
+    def pop(self) -> bytes | None:
+        """The frame for this tick, or None for silence (not started, lost, or nothing received)."""
+        if not self._playing:
+            if len(self._frames) < self._depth:
+                return None
+            self._playing = True
+            self._skip_to_first()
+        frame = self._frames.pop(self._next, None)
+        if frame is None:
+            if not self._frames:  # the sender paused or stopped: buffer again before playing
+                self._playing = False
+                self._stats.underruns += 1
+                return None
+            self._stats.lost += 1
+        self._next = (self._next + 1) & 0xFFFF
+        return frame
+
+    def _skip_to_first(self) -> None:
+        while self._next not in self._frames:
+            self._next = (self._next + 1) & 0xFFFF
+
+    def _drop_oldest(self) -> None:
+        self._skip_to_first()
+        while len(self._frames) > self._depth:
+            self._frames.pop(self._next, None)
+            self._next = (self._next + 1) & 0xFFFF
+            self._stats.dropped += 1
+        self._skip_to_first()
+
+
+@dataclass(frozen=True)
+class _Connection:
+    """What the SDP negotiated; replaced as a whole so the media thread never sees half of it."""
+
+    remote: tuple[str, int]
+    payload_type: int
+    dtmf_payload_type: int | None
+    decode: g711.Converter
+    encode: g711.Converter
+    silence_payload: bytes = field(repr=False)
+
+
+class MediaLeg:
+    """One RTP stream (one side of a call). Created by ``MediaEngine.open_leg``."""
+
+    def __init__(self, engine: MediaEngine, sock: socket.socket, local_port: int) -> None:
+        self.local_port = local_port
+        self.stats = LegStats()
+        self.last_rx = time.monotonic()
+        self.on_dtmf: Callable[[str], None] | None = None
+        self.on_recorder_error: Callable[[Exception], None] | None = None
+        self.recorder_error: Exception | None = None
+        self.closed = False
+        self._engine = engine
+        self._sock = sock
+        self._conn: _Connection | None = None
+        self._peer: tuple[str, int] | None = None
+        self._jitter = JitterBuffer(self.stats)
+        self._ssrc_in: int | None = None
+        self._dtmf_timestamp: int | None = None
+        self._playback: deque[bytes] = deque()
+        self._played = threading.Condition()
+        self._recorder: Recorder | None = None
+        self._partner: MediaLeg | None = None
+        self._rx_frame = g711.SILENCE_FRAME
+        self._ssrc = random.getrandbits(32)
+        self._seq = random.getrandbits(16)
+        self._timestamp = random.getrandbits(32)
+        self._marker = MARKER
+        self._warned_source = False
+
+    def __repr__(self) -> str:
+        return f"<MediaLeg :{self.local_port} → {self._peer or (self._conn and self._conn.remote)}>"
+
+    def connect(self, remote: tuple[str, int], payload_type: int, dtmf_payload_type: int | None = None) -> None:
+        """Send to ``remote`` with this G.711 payload type (0 PCMU, 8 PCMA); callable again on re-INVITE.
+
+        The first RTP packet received latches the peer (a NATed phone sends from elsewhere than
+        its SDP says); from then on packets from any other source are ignored.
+        """
+        encode = g711.encoder(payload_type)
+        self._conn = _Connection(
+            remote=(remote[0], int(remote[1])),
+            payload_type=payload_type,
+            dtmf_payload_type=dtmf_payload_type,
+            decode=g711.decoder(payload_type),
+            encode=encode,
+            silence_payload=encode(g711.SILENCE_FRAME),
+        )
+        self._peer = None
+        self._warned_source = False
+        self.last_rx = time.monotonic()
+
+    def play(self, pcm: bytes) -> None:
+        """Queue 16-bit signed mono 8 kHz PCM after whatever is playing."""
+        frames = g711.frames(pcm)
+        with self._played:
+            self._playback.extend(frames)
+
+    def stop_playback(self) -> None:
+        with self._played:
+            self._playback.clear()
+            self._played.notify_all()
+
+    @property
+    def playing(self) -> bool:
+        return bool(self._playback)
+
+    def wait_played(self, timeout: float) -> bool:
+        """Block until everything queued has been sent; False on timeout."""
+        with self._played:
+            return self._played.wait_for(lambda: not self._playback, timeout)
+
+    def attach_recorder(self, recorder: Recorder) -> None:
+        """Each tick from now: ``recorder.write(left=received audio, right=sent audio)``."""
+        self.recorder_error = None
+        self._recorder = recorder
+
+    def detach_recorder(self) -> Recorder | None:
+        """Stop recording; returns the recorder (closing it is the caller's job)."""
+        recorder, self._recorder = self._recorder, None
+        return recorder
+
+    def close(self) -> None:
+        """Stop sending and receiving; the port goes back to the pool. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self._recorder = None
+        self.stop_playback()
+        self._engine.unbridge(self)
+        self._engine._submit(lambda: self._engine._remove(self))
+
+    # The methods below run on the media thread only.
+
+    def _receive(self, data: bytes, source: tuple[str, int], now: float) -> None:
+        stats = self.stats
+        if len(data) < 12 or data[0] & 0xC0 != RTP_VERSION_2:
+            stats.ignored_not_rtp += 1  # STUN (first bits 00), garbage
+            return
+        payload_type = data[1] & 0x7F
+        conn = self._conn
+        if payload_type in RTCP_PAYLOAD_TYPES:
+            stats.ignored_not_rtp += 1
+            return
+        if conn is None or (payload_type != conn.payload_type and payload_type != conn.dtmf_payload_type):
+            stats.ignored_payload += 1
+            return
+        if source != self._peer:
+            if self._peer is not None:
+                self._ignore_source(source)
+                return
+            self._peer = source
+        _, _, seq, timestamp, ssrc = RTP_HEADER.unpack_from(data)
+        payload = rtp_payload(data)
+        if ssrc != self._ssrc_in:
+            self._ssrc_in = ssrc
+            self._jitter.reset()
+        stats.received += 1
+        self.last_rx = now
+        if payload_type == conn.payload_type:
+            self._jitter.put(seq, conn.decode(payload))
+        else:
+            self._jitter.put(seq, g711.SILENCE_FRAME)  # an event replaces the audio of its frames
+            self._dtmf(payload, timestamp)
+
+    def _ignore_source(self, source: tuple[str, int]) -> None:
+        self.stats.ignored_source += 1
+        if not self._warned_source:
+            self._warned_source = True
+            log.warning("%r: ignoring RTP from %s:%d (latched to %s:%d)", self, *source, *self._peer)
+
+    def _dtmf(self, payload: bytes, timestamp: int) -> None:
+        """RFC 2833: every packet of one event shares its timestamp; report the event once."""
+        if len(payload) < 4 or timestamp == self._dtmf_timestamp or payload[0] >= len(DTMF_EVENTS):
+            return
+        self._dtmf_timestamp = timestamp
+        if self.on_dtmf is not None:
+            self.on_dtmf(DTMF_EVENTS[payload[0]])
+
+    def _take_received(self) -> None:
+        self._rx_frame = self._jitter.pop() or g711.SILENCE_FRAME
+
+    def _next_outgoing(self) -> bytes:
+        if self._playback:
+            frame = self._playback.popleft()
+            if not self._playback:
+                with self._played:
+                    self._played.notify_all()
+            return frame
+        partner = self._partner
+        return partner._rx_frame if partner is not None else g711.SILENCE_FRAME
+
+    def _send(self) -> None:
+        frame = self._next_outgoing()
+        conn = self._conn
+        if conn is not None:
+            payload = conn.silence_payload if frame is g711.SILENCE_FRAME else conn.encode(frame)
+            header = RTP_HEADER.pack(RTP_VERSION_2, conn.payload_type | self._marker, self._seq, self._timestamp, self._ssrc)
+            self._marker = 0
+            self._seq = (self._seq + 1) & 0xFFFF
+            self._timestamp = (self._timestamp + g711.FRAME_SAMPLES) & 0xFFFFFFFF
+            try:
+                self._sock.sendto(header + payload, self._peer or conn.remote)
+                self.stats.sent += 1
+            except OSError:
+                self.stats.send_errors += 1
+        recorder = self._recorder
+        if recorder is not None:
+            self._record(recorder, frame)
+
+    def _record(self, recorder: Recorder, sent: bytes) -> None:
+        try:
+            recorder.write(self._rx_frame, sent)
+        except (RecordingError, OSError) as exc:
+            self._recorder = None
+            self.recorder_error = exc
+            log.error("%r: recording stopped: %s", self, exc)
+            if self.on_recorder_error is not None:
+                self.on_recorder_error(exc)
+
+
+def rtp_payload(packet: bytes) -> bytes:
+    """The payload of an RTP packet, past CSRCs and header extension, without padding."""
+    first = packet[0]
+    if first == RTP_VERSION_2:  # the usual case: no CSRC, no extension, no padding
+        return packet[12:]
+    start = 12 + 4 * (first & 0x0F)
+    if first & 0x10 and len(packet) >= start + 4:
+        start += 4 + 4 * struct.unpack_from("!H", packet, start + 2)[0]
+    end = len(packet) - packet[-1] if first & 0x20 else len(packet)
+    return packet[start:end]
+
+
+class MediaEngine:
+    """Every leg of the process: sockets, port pool and the 20 ms clock. One per process."""
+
+    def __init__(self, bind_ip: str, port_min: int, port_max: int) -> None:
+        self.bind_ip = bind_ip
+        self.port_min = port_min
+        self.port_max = port_max
+        self.stats = EngineStats()
+        first_even = port_min + (port_min & 1)
+        self._free_ports = deque(range(first_even, port_max + 1, 2))
+        self._pool_size = len(self._free_ports)
+        self._pool_lock = threading.Lock()
+        self._selector = selectors.DefaultSelector()
+        self._legs: list[MediaLeg] = []
+        self._commands: deque[Callable[[], None]] = deque()
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    @property
+    def free_ports(self) -> int:
+        return len(self._free_ports)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("media engine already started")
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="media", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the clock and close every leg still open."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stopping.set()
+            thread.join()
+        self._run_commands()
+        for leg in list(self._legs):
+            leg.close()
+        self._run_commands()
+
+    def open_leg(self) -> MediaLeg:
+        """A new leg on a free even port; ports taken by other programs are skipped."""
+        with self._pool_lock:
+            for _ in range(len(self._free_ports)):
+                port = self._free_ports.popleft()
+                sock = self._bind(port)
+                if sock is not None:
+                    break
+                self._free_ports.append(port)
+            else:
+                raise PortPoolExhausted(
+                    f"no free RTP port in {self.bind_ip}:{self.port_min}-{self.port_max}: "
+                    f"{self._pool_size - len(self._free_ports)} of {self._pool_size} in use by calls, the rest by other programs"
+                )
+        leg = MediaLeg(self, sock, port)
+        self._submit(lambda: self._add(leg))
+        return leg
+
+    def bridge(self, a: MediaLeg, b: MediaLeg) -> None:
+        """Relay audio both ways: each leg sends what the other receives (a queued prompt wins)."""
+        self.unbridge(a)
+        self.unbridge(b)
+        a._partner, b._partner = b, a
+
+    def unbridge(self, leg: MediaLeg) -> None:
+        partner, leg._partner = leg._partner, None
+        if partner is not None and partner._partner is leg:
+            partner._partner = None
+
+    def _bind(self, port: int) -> socket.socket | None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind((self.bind_ip, port))
+        except OSError:
+            sock.close()
+            return None
+        sock.setblocking(False)
+        return sock
+
+    def _submit(self, command: Callable[[], None]) -> None:
+        """Run on the media thread at the next tick (or now if the engine is not running)."""
+        if self._thread is None:
+            command()
+        else:
+            self._commands.append(command)
+
+    def _add(self, leg: MediaLeg) -> None:
+        self._selector.register(leg._sock, selectors.EVENT_READ, leg)
+        self._legs.append(leg)
+
+    def _remove(self, leg: MediaLeg) -> None:
+        if leg in self._legs:
+            self._legs.remove(leg)
+            self._selector.unregister(leg._sock)
+        leg._sock.close()
+        with self._pool_lock:
+            self._free_ports.append(leg.local_port)  # at the back: stray packets of this call die out first
+
+    def _run_commands(self) -> None:
+        while self._commands:
+            self._commands.popleft()()
+
+    def _run(self) -> None:
+        next_tick = time.monotonic()
+        while not self._stopping.is_set():
+            delay = next_tick - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            now = time.monotonic()
+            next_tick = self._account_lateness(now, next_tick)
+            self._run_commands()
+            self._receive_all(now)
+            self._tick()
+            next_tick += TICK_SECONDS
+
+    def _account_lateness(self, now: float, tick_time: float) -> float:
+        """Late ticks are replayed back to back (recordings stay aligned) unless too far behind."""
+        lateness = now - tick_time
+        stats = self.stats
+        stats.ticks += 1
+        stats.max_lateness = max(stats.max_lateness, lateness)
+        if lateness > TICK_SECONDS:
+            stats.late_ticks += 1
+        if lateness > CATCH_UP_LIMIT:
+            stats.skipped_ticks += int(lateness / TICK_SECONDS)
+            return now
+        return tick_time
+
+    def _receive_all(self, now: float) -> None:
+        for key, _ in self._selector.select(0):
+            leg: MediaLeg = key.data
+            sock = leg._sock
+            try:
+                for _ in range(RECEIVE_BURST):
+                    data, source = sock.recvfrom(2048)
+                    leg._receive(data, source, now)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except Exception:
+                log.exception("%r: receive failed", leg)
+
+    def _tick(self) -> None:
+        legs = self._legs
+        for leg in legs:
+            leg._take_received()
+        for leg in legs:
+            try:
+                leg._send()
+            except Exception:
+                log.exception("%r: tick failed", leg)

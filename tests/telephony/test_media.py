@@ -1,0 +1,321 @@
+"""The media engine on real UDP sockets on 127.0.0.1: legs talking to each other or to a raw RTP peer."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from telephony import g711
+from telephony.media import MediaEngine, MediaLeg, PortPoolExhausted
+from telephony.recorder import StereoWavRecorder
+from tests.telephony.audio_checks import MATCH_THRESHOLD, best_correlation, pcm_samples, read_wav
+
+pytestmark = pytest.mark.timeout(60)
+
+# Distinct non-zero μ-law codes: frame i of a test stream is 160 × CODES[i], so every frame of
+# the recording can be traced back to the packet it came from.
+CODES = list(range(0x81, 0xF0))
+PORTS = iter(range(31000, 39000, 100))
+
+
+def decoded_level(code: int) -> int:
+    return int(pcm_samples(g711.decoder(g711.PCMU)(bytes([code])))[0])
+
+
+def rtp(seq: int, payload: bytes, payload_type: int = g711.PCMU, ssrc: int = 0x1234, timestamp: int | None = None) -> bytes:
+    ts = seq * g711.FRAME_SAMPLES if timestamp is None else timestamp
+    return struct.pack("!BBHII", 0x80, payload_type, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + payload
+
+
+class RawPeer:
+    """A bare UDP socket speaking RTP by hand, paced on its own 20 ms clock."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(2)
+        self.address = self.sock.getsockname()
+
+    def send_paced(self, leg: MediaLeg, packets: list[bytes | None]) -> None:
+        """One entry per 20 ms; None sends nothing in that slot (a pause or a lost packet)."""
+        start = time.monotonic()
+        for index, packet in enumerate(packets):
+            delay = start + index * 0.02 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if packet is not None:
+                self.sock.sendto(packet, ("127.0.0.1", leg.local_port))
+
+    def receive(self, count: int) -> list[bytes]:
+        return [self.sock.recvfrom(2048)[0] for _ in range(count)]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def engine() -> Iterator[MediaEngine]:
+    first = next(PORTS)
+    media = MediaEngine("127.0.0.1", first, first + 99)
+    media.start()
+    yield media
+    media.stop()
+
+
+@pytest.fixture
+def peer() -> Iterator[RawPeer]:
+    raw = RawPeer()
+    yield raw
+    raw.close()
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """About two seconds of espeak-ng speech as 8 kHz 16-bit mono PCM."""
+    wav = tmp_path_factory.mktemp("speech") / "speech.wav"
+    subprocess.run(["espeak-ng", "-v", "en", "-w", str(wav), "thank you for calling, how can I help"], check=True)
+    raw = subprocess.run(["sox", str(wav), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed", "-t", "raw", "-"],
+                         check=True, capture_output=True).stdout
+    return raw
+
+
+def record(leg: MediaLeg, path: Path) -> StereoWavRecorder:
+    recorder = StereoWavRecorder(path)
+    leg.attach_recorder(recorder)
+    return recorder
+
+
+def finish(leg: MediaLeg, recorder: StereoWavRecorder) -> np.ndarray:
+    leg.detach_recorder()
+    return read_wav(recorder.close().path)[0]
+
+
+def frame_levels(channel: np.ndarray) -> list[int]:
+    """The recording cut into 20 ms frames (they are tick-aligned), each frame's first sample."""
+    count = len(channel) // g711.FRAME_SAMPLES
+    frames = channel[: count * g711.FRAME_SAMPLES].reshape(count, g711.FRAME_SAMPLES)
+    assert (frames == frames[:, :1]).all(), "a frame mixes two packets: tick alignment lost"
+    return [int(value) for value in frames[:, 0]]
+
+
+def trimmed(levels: list[int]) -> list[int]:
+    """Frame levels between the first and the last non-silent frame."""
+    loud = [index for index, level in enumerate(levels) if level]
+    return levels[loud[0]: loud[-1] + 1]
+
+
+def stream(count: int) -> list[bytes]:
+    return [rtp(seq, bytes([CODES[seq]]) * g711.FRAME_SAMPLES) for seq in range(count)]
+
+
+def expected_levels(seqs: list[int | None]) -> list[int]:
+    return [decoded_level(CODES[seq]) if seq is not None else 0 for seq in seqs]
+
+
+@pytest.mark.parametrize("payload_type", [g711.PCMU, g711.PCMA])
+def test_two_legs_exchange_speech_and_recording_matches(engine: MediaEngine, speech: bytes, tmp_path: Path,
+                                                        payload_type: int) -> None:
+    caller, callee = engine.open_leg(), engine.open_leg()
+    caller.connect(("127.0.0.1", callee.local_port), payload_type)
+    callee.connect(("127.0.0.1", caller.local_port), payload_type)
+    callee_recorder = record(callee, tmp_path / "callee.wav")
+    caller_recorder = record(caller, tmp_path / "caller.wav")
+    caller.play(speech)
+    callee.play(speech[::-1])  # something else, to check the channels do not mix
+    assert caller.playing
+    assert caller.wait_played(timeout=10)
+    time.sleep(0.3)
+    heard = finish(callee, callee_recorder)
+    sent = finish(caller, caller_recorder)
+
+    source = pcm_samples(speech)
+    left, lag = best_correlation(source, heard[:, 0])
+    assert left >= MATCH_THRESHOLD and lag <= 0.2, (left, lag)
+    right, right_lag = best_correlation(source, sent[:, 1])
+    assert right >= MATCH_THRESHOLD and right_lag <= 0.1
+    assert best_correlation(source, heard[:, 1])[0] < MATCH_THRESHOLD
+    assert callee.stats.lost == 0 and callee.stats.ignored == 0
+    assert callee.stats.received >= len(speech) // g711.FRAME_BYTES
+
+
+def test_lost_packet_becomes_one_silent_frame(engine: MediaEngine, peer: RawPeer, tmp_path: Path) -> None:
+    leg = engine.open_leg()
+    leg.connect(peer.address, g711.PCMU)
+    recorder = record(leg, tmp_path / "loss.wav")
+    packets: list[bytes | None] = list(stream(40))
+    packets[20] = packets[21] = None
+    peer.send_paced(leg, packets)
+    time.sleep(0.2)
+    levels = trimmed(frame_levels(finish(leg, recorder)[:, 0]))
+    assert levels == expected_levels([seq if seq not in (20, 21) else None for seq in range(40)])
+    assert leg.stats.lost == 2 and leg.stats.late == 0
+
+
+def test_reordered_packets_are_put_back_in_order(engine: MediaEngine, peer: RawPeer, tmp_path: Path) -> None:
+    leg = engine.open_leg()
+    leg.connect(peer.address, g711.PCMU)
+    recorder = record(leg, tmp_path / "reorder.wav")
+    packets = stream(40)
+    for first in range(5, 35, 6):
+        packets[first], packets[first + 1] = packets[first + 1], packets[first]
+    peer.send_paced(leg, packets)
+    time.sleep(0.2)
+    levels = trimmed(frame_levels(finish(leg, recorder)[:, 0]))
+    assert levels == expected_levels(list(range(40)))
+    assert leg.stats.lost == 0
+
+
+def test_pause_in_sending_is_kept_as_silence_in_time(engine: MediaEngine, peer: RawPeer, tmp_path: Path) -> None:
+    """A phone that stops sending (silence suppression) for 0.5 s: the recording keeps the gap."""
+    leg = engine.open_leg()
+    leg.connect(peer.address, g711.PCMU)
+    recorder = record(leg, tmp_path / "pause.wav")
+    packets: list[bytes | None] = [*stream(20), *[None] * 25]
+    packets += [rtp(seq, bytes([CODES[seq]]) * g711.FRAME_SAMPLES) for seq in range(20, 40)]
+    peer.send_paced(leg, packets)
+    time.sleep(0.2)
+    levels = trimmed(frame_levels(finish(leg, recorder)[:, 0]))
+    gap = len(levels) - 40
+    assert 24 <= gap <= 28, gap  # 25 frames, plus at most the jitter buffer refilling
+    assert [level for level in levels if level] == expected_levels(list(range(40)))
+
+
+def test_stun_rtcp_garbage_and_strangers_are_ignored(engine: MediaEngine, peer: RawPeer, tmp_path: Path) -> None:
+    leg = engine.open_leg()
+    leg.connect(peer.address, g711.PCMU)
+    recorder = record(leg, tmp_path / "noise.wav")
+    stranger = RawPeer()
+    packets = stream(40)
+    peer.send_paced(leg, packets[:10])
+    target = ("127.0.0.1", leg.local_port)
+    stun_binding_request = struct.pack("!HHI12s", 0x0001, 0, 0x2112A442, b"transaction1")
+    rtcp_receiver_report = struct.pack("!BBHI", 0x80, 201, 1, 0x1234)
+    for junk in (stun_binding_request, rtcp_receiver_report, b"hello", rtp(500, b"\x00" * 160, payload_type=96)):
+        peer.sock.sendto(junk, target)
+    stranger.sock.sendto(rtp(11, b"\x00" * 160), target)
+    stranger.close()
+    peer.send_paced(leg, packets[10:])
+    time.sleep(0.2)
+    levels = trimmed(frame_levels(finish(leg, recorder)[:, 0]))
+    assert levels == expected_levels(list(range(40)))
+    assert (leg.stats.ignored_not_rtp, leg.stats.ignored_payload, leg.stats.ignored_source) == (3, 1, 1)
+    assert leg.stats.received == 40
+
+
+def test_silence_is_sent_when_nothing_plays(engine: MediaEngine, peer: RawPeer) -> None:
+    leg = engine.open_leg()
+    leg.connect(peer.address, g711.PCMU)
+    started = time.monotonic()
+    packets = peer.receive(25)
+    elapsed = time.monotonic() - started
+    assert 0.4 <= elapsed <= 0.7
+    assert all(packet[12:] == b"\xff" * 160 for packet in packets)
+    sequence = [struct.unpack_from("!H", packet, 2)[0] for packet in packets]
+    assert sequence == [(sequence[0] + index) & 0xFFFF for index in range(25)]
+    assert packets[0][1] == 0x80 and packets[1][1] == 0  # marker on the first packet only
+
+
+def test_played_audio_reaches_the_peer_in_order(engine: MediaEngine, peer: RawPeer) -> None:
+    leg = engine.open_leg()
+    leg.connect(peer.address, g711.PCMA)
+    tone = b"".join(np.full(g711.FRAME_SAMPLES, 1000 * (index + 1), dtype=np.int16).tobytes() for index in range(5))
+    leg.play(tone)
+    packets = peer.receive(40)
+    decode = g711.decoder(g711.PCMA)
+    levels = [int(pcm_samples(decode(packet[12:]))[0]) for packet in packets]
+    loud = [level for level in levels if abs(level) > 100]  # A-law has no exact zero: silence is ±8
+    assert len(loud) == 5 and loud == sorted(loud)
+    assert all(packet[1] & 0x7F == g711.PCMA for packet in packets)
+    assert not leg.playing and leg.wait_played(0)
+
+
+def test_stop_playback_empties_the_queue(engine: MediaEngine, peer: RawPeer) -> None:
+    leg = engine.open_leg()
+    leg.connect(peer.address, g711.PCMU)
+    leg.play(bytes(8000 * 2 * 5))
+    assert leg.playing and not leg.wait_played(0.1)
+    leg.stop_playback()
+    assert not leg.playing and leg.wait_played(0)
+
+
+def test_dtmf_events_are_reported_once_per_digit(engine: MediaEngine, peer: RawPeer) -> None:
+    leg = engine.open_leg()
+    leg.connect(peer.address, g711.PCMU, dtmf_payload_type=101)
+    digits: list[str] = []
+    leg.on_dtmf = digits.append
+    packets = []
+    for digit_index, (event, timestamp) in enumerate(((5, 8000), (11, 16000))):
+        for repeat in range(4):
+            end = 0x80 if repeat == 3 else 0
+            payload = struct.pack("!BBH", event, end | 10, 160 * (repeat + 1))
+            packets.append(rtp(digit_index * 4 + repeat, payload, payload_type=101, timestamp=timestamp))
+    peer.send_paced(leg, packets)
+    deadline = time.monotonic() + 1
+    while len(digits) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert digits == ["5", "#"]
+
+
+def test_bridge_relays_both_ways(engine: MediaEngine, speech: bytes, tmp_path: Path) -> None:
+    """customer ↔ [a bridged b] ↔ agent, all four legs in one engine."""
+    customer, a, b, agent = (engine.open_leg() for _ in range(4))
+    for one, other, payload_type in ((customer, a, g711.PCMU), (b, agent, g711.PCMA)):
+        one.connect(("127.0.0.1", other.local_port), payload_type)
+        other.connect(("127.0.0.1", one.local_port), payload_type)
+    engine.bridge(a, b)
+    agent_heard = record(agent, tmp_path / "agent.wav")
+    customer_heard = record(customer, tmp_path / "customer.wav")
+    answer = speech[len(speech) // 2:] + speech[: len(speech) // 2]
+    customer.play(speech)
+    agent.play(answer)
+    assert customer.wait_played(10) and agent.wait_played(10)
+    time.sleep(0.3)
+    source = pcm_samples(speech)
+    assert best_correlation(source, finish(agent, agent_heard)[:, 0])[0] >= MATCH_THRESHOLD
+    assert best_correlation(pcm_samples(answer), finish(customer, customer_heard)[:, 0])[0] >= MATCH_THRESHOLD
+
+    engine.unbridge(a)
+    time.sleep(0.1)
+    assert a._partner is None and b._partner is None
+
+
+def test_ports_come_back_to_the_pool_and_exhaustion_is_clear() -> None:
+    engine = MediaEngine("127.0.0.1", 39001, 39006)  # even ports 39002, 39004, 39006
+    engine.start()
+    try:
+        legs = [engine.open_leg() for _ in range(3)]
+        assert sorted(leg.local_port for leg in legs) == [39002, 39004, 39006]
+        with pytest.raises(PortPoolExhausted, match="39001-39006"):
+            engine.open_leg()
+        legs[1].close()
+        deadline = time.monotonic() + 1
+        while engine.free_ports == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        again = engine.open_leg()
+        assert again.local_port == 39004
+    finally:
+        engine.stop()
+    assert engine.free_ports == 3
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 39004))  # closed for real
+    probe.close()
+
+
+def test_ports_taken_by_another_program_are_skipped() -> None:
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    squatter.bind(("127.0.0.1", 39010))
+    engine = MediaEngine("127.0.0.1", 39010, 39013)
+    try:
+        assert engine.open_leg().local_port == 39012
+        with pytest.raises(PortPoolExhausted):
+            engine.open_leg()
+    finally:
+        engine.stop()
+        squatter.close()

@@ -100,13 +100,19 @@ class StereoWavRecorder:
                 try:
                     self._flush()
                 finally:
-                    self._file.close()
+                    self._close_file()
         return RecordingResult(
             path=self.path,
             duration=self._data_bytes / (self.sample_rate * CHANNELS * SAMPLE_WIDTH),
             sha256=file_sha256(self.path),
             size_bytes=self.path.stat().st_size,
         )
+
+    def _close_file(self) -> None:
+        try:
+            self._file.close()
+        except OSError as exc:
+            raise RecordingError(f"cannot write recording {self.path}: {exc.strerror or exc}") from exc
 
     def _flush(self) -> None:
         """Data first, then the header that covers it: a crash in between leaves a valid shorter file."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from zoneinfo import ZoneInfo
 
 from flask import Flask, request, session
 from flask_babel import Babel, get_locale
@@ -30,6 +31,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     Babel(app, locale_selector=_locale)
     _login_manager(app)
     app.jinja_env.globals["get_locale"] = get_locale
+    zone = ZoneInfo(settings.general.timezone)
+    app.jinja_env.filters["localtime"] = lambda moment, fmt="%Y-%m-%d %H:%M:%S": moment.astimezone(zone).strftime(fmt)
 
     from webui import auth, calls, tickets
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from redis import Redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
@@ -71,6 +72,9 @@ def settings(hotline_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Se
         monkeypatch.delenv("REDIS_URL", raising=False)
     loaded = load_settings()
     upgrade(loaded)
+    if loaded.redis.url:
+        # The shared test Redis database starts each test empty, as an embedded one would.
+        Redis.from_url(loaded.redis.url).flushdb()
     return loaded
 
 

@@ -1,0 +1,126 @@
+"""Prompts from real espeak-ng and from audio files made with ffmpeg and sox."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from config import Settings, load_settings
+from telephony.prompts import PromptError, PromptLibrary, load_file, render_text
+from tests.telephony.audio_checks import MATCH_THRESHOLD, best_correlation, pcm_samples
+
+pytestmark = pytest.mark.timeout(120)
+
+FAKE_TTS = textwrap.dedent("""
+    import sys, wave
+    out, text, log = sys.argv[1], sys.argv[2], sys.argv[3]
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(text + "\\n")
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1); wav.setsampwidth(2); wav.setframerate(16000)
+        wav.writeframes(b"\\x10\\x00" * 16000)
+""")
+
+
+@pytest.fixture
+def prompt_settings(tmp_path: Path) -> Settings:
+    return load_settings(path=tmp_path / "absent.toml", env={"HOTLINE_HOME": str(tmp_path / "home")})
+
+
+@pytest.fixture
+def fake_tts(prompt_settings: Settings, tmp_path: Path) -> Path:
+    """A TTS command that logs the text it was given and speaks one second of a constant."""
+    script = tmp_path / "fake_tts.py"
+    script.write_text(FAKE_TTS)
+    log = tmp_path / "tts.log"
+    prompt_settings.prompts.tts_command = f"{sys.executable} {script} {{out}} {{text}} {log}"
+    return log
+
+
+def ffmpeg(*arguments: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *arguments], check=True)
+
+
+def dominant_frequency(pcm: bytes) -> float:
+    samples = pcm_samples(pcm).astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(samples))
+    return float(np.fft.rfftfreq(len(samples), 1 / 8000)[spectrum.argmax()])
+
+
+def test_greeting_from_real_espeak_is_mandarin_speech_and_cached(prompt_settings: Settings, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    greeting = PromptLibrary(prompt_settings).greeting()
+    assert 2 * 8000 * 2 < len(greeting) < 15 * 8000 * 2 and len(greeting) % 2 == 0
+    assert np.sqrt((pcm_samples(greeting).astype(np.float64) ** 2).mean()) > 300  # speech, not silence
+
+    direct = tmp_path / "direct.wav"
+    text = prompt_settings.prompts.greeting.replace("{company}", prompt_settings.general.company_name)
+    subprocess.run(["espeak-ng", "-v", "cmn", "-s", "150", "-w", str(direct), text], check=True)
+    assert best_correlation(pcm_samples(load_file(direct)), pcm_samples(greeting), max_lag_s=0.1)[0] > 0.99
+
+    cached = list((prompt_settings.home / "prompts").glob("*.wav"))
+    assert len(cached) == 1
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))  # espeak-ng and ffmpeg gone: the cache answers
+    assert PromptLibrary(prompt_settings).greeting() == greeting
+
+
+def test_text_is_one_argument_and_company_is_filled_in(prompt_settings: Settings, fake_tts: Path) -> None:
+    prompt_settings.general.company_name = "ACME; rm -rf / $(reboot)"
+    library = PromptLibrary(prompt_settings)
+    pcm = library.greeting()
+    assert len(pcm) == 8000 * 2  # one second, resampled from 16 kHz
+    library.greeting()  # made once per library
+    PromptLibrary(prompt_settings).greeting()  # and once on disk
+    assert fake_tts.read_text(encoding="utf-8") == "您好，ACME; rm -rf / $(reboot)，请问有什么可以帮您？\n"
+    PromptLibrary(prompt_settings).closing()
+    assert fake_tts.read_text(encoding="utf-8").splitlines()[-1] == prompt_settings.prompts.closing
+
+
+def test_configured_files_win_over_text(prompt_settings: Settings, fake_tts: Path, tmp_path: Path) -> None:
+    greeting_file = tmp_path / "greeting.mp3"
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=1.5:sample_rate=44100", "-ac", "2", str(greeting_file))
+    prompt_settings.prompts.greeting_file = str(greeting_file)
+    pcm = PromptLibrary(prompt_settings).greeting()
+    assert abs(len(pcm) / 16000 - 1.5) < 0.1
+    assert abs(dominant_frequency(pcm) - 440) < 5
+    assert not fake_tts.exists()
+
+
+def test_ogg_made_with_sox_matches_its_source(tmp_path: Path) -> None:
+    source = tmp_path / "speech.wav"
+    subprocess.run(["espeak-ng", "-v", "en", "-w", str(source), "your ticket number is two four six"], check=True)
+    ogg = tmp_path / "speech.ogg"
+    subprocess.run(["sox", str(source), "-r", "44100", "-c", "2", str(ogg)], check=True)
+    from_ogg, from_wav = load_file(ogg), load_file(source)
+    assert abs(len(from_ogg) - len(from_wav)) < 8000 * 2 * 0.1
+    assert best_correlation(pcm_samples(from_wav), pcm_samples(from_ogg), max_lag_s=0.2)[0] >= MATCH_THRESHOLD
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not audio" * 100])
+def test_bad_file_is_named_in_the_error(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "broken prompt.mp3"
+    bad.write_bytes(content)
+    with pytest.raises(PromptError, match="broken prompt.mp3"):
+        load_file(bad)
+
+
+def test_missing_file_is_named_in_the_error(tmp_path: Path) -> None:
+    with pytest.raises(PromptError, match="nowhere.wav does not exist"):
+        load_file(tmp_path / "nowhere.wav")
+
+
+def test_broken_tts_command_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(PromptError, match="no-such-tts is not installed"):
+        render_text("你好", "no-such-tts -w {out} {text}", tmp_path)
+    with pytest.raises(PromptError, match="exit code 1"):
+        render_text("你好", "false {out} {text}", tmp_path)
+    with pytest.raises(PromptError, match="wrote no audio"):
+        render_text("你好", "espeak-ng --no-such-option -w {out} {text}", tmp_path)
+    with pytest.raises(PromptError, match="no {out} placeholder"):
+        render_text("你好", "espeak-ng {text}", tmp_path)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left in the cache

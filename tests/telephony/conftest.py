@@ -1,0 +1,76 @@
+"""Fixtures of the telephony tests: settings on fixed test ports, the local PBX, the service.
+
+Ports (127.0.0.1): PBX 5160, Hotline 5162, sipp 5170, baresip 5180, linphone 5190.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from config import Settings, load_settings
+from models.db import upgrade
+from telephony.pbx import LocalPbx, hotline_extensions
+from telephony.service import HotlineService
+from tests.telephony import peers
+
+SIP_TOML = f"""
+[sip]
+pbx_port = {peers.PBX_PORT}
+local_port = {peers.HOTLINE_PORT}
+rtp_port_min = {peers.HOTLINE_RTP[0]}
+rtp_port_max = {peers.HOTLINE_RTP[1]}
+answer_delay = 0.3
+no_audio_timeout = 30.0
+register_expires = 60
+
+[prompts]
+greeting = "您好"
+recording_notice = "录音"
+closing = "再见"
+"""
+
+
+@pytest.fixture
+def sip_settings(hotline_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
+    """Settings of a fresh installation on the test ports, with short prompts; database migrated."""
+    Path(hotline_env["HOTLINE_CONFIG"]).write_text(SIP_TOML, encoding="utf-8")
+    for key, value in hotline_env.items():
+        monkeypatch.setenv(key, value)
+    loaded = load_settings()
+    upgrade(loaded)
+    return loaded
+
+
+@pytest.fixture
+def pbx(sip_settings: Settings) -> Iterator[LocalPbx]:
+    """The local Kamailio on the test port with the hotline extension(s) and extension 2000/secret."""
+    server = LocalPbx.from_settings(sip_settings)
+    server.start(hotline_extensions(sip_settings) + [("2000", pbx_ha1(sip_settings, "2000", "secret"))])
+    yield server
+    server.stop()
+
+
+def pbx_ha1(settings: Settings, extension: str, password: str) -> str:
+    from telephony.pbx import ha1
+
+    return ha1(extension, settings.sip.realm, password)
+
+
+@pytest.fixture
+def service(sip_settings: Settings) -> Iterator[HotlineService]:
+    """``hotline sip`` in this process, with its own local PBX; registered before the test runs."""
+    running = HotlineService(sip_settings)
+    assert running.start(register_timeout=5.0), "the hotline number did not register at the local PBX"
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def caller_speech(tmp_path: Path) -> Path:
+    """Six seconds of English speech with a 1.5 s silence in the middle, 8 kHz mono."""
+    return peers.speech_wav("Hello, my washing machine stopped working yesterday. It makes a loud noise "
+                            "and the door will not open.", tmp_path / "speech.wav", gap_seconds=1.5,
+                            pad_seconds=0.5)

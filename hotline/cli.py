@@ -228,3 +228,10 @@ def run(ctx: click.Context) -> None:
     upgrade(settings)
     services = ["web", "sip", "worker", "scheduler"]
     sys.exit(run_services(services, settings))
+
+
+from hotline.commands.calls import calls  # noqa: E402  (commands import settings_of from here)
+from hotline.commands.sip import sip  # noqa: E402
+
+main.add_command(sip)
+main.add_command(calls)

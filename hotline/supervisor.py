@@ -25,7 +25,15 @@ STOP_TIMEOUT = 10.0
 
 def _start(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     log.info("starting %s", name)
-    return subprocess.Popen([sys.executable, "-m", "hotline", name], env=env)
+    # A session of its own: what a service forks (RQ's scheduler) is signalled with it, never orphaned.
+    return subprocess.Popen([sys.executable, "-m", "hotline", name], env=env, start_new_session=True)
+
+
+def _signal_group(child: subprocess.Popen[bytes], signum: int) -> None:
+    try:
+        os.killpg(child.pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def run_services(names: Sequence[str], settings: Settings) -> int:
@@ -44,12 +52,19 @@ def run_services(names: Sequence[str], settings: Settings) -> int:
     signal.signal(signal.SIGTERM, stop)
     print(f"Hotline is running: web UI on http://{settings.web.host}:{settings.web.port}/ (Ctrl-C stops)",
           flush=True)
+    died_at: dict[str, float] = {}
     while not stopping:
         time.sleep(0.5)
         for name, child in list(children.items()):
-            if child.poll() is not None and not stopping:
+            if child.poll() is None:
+                continue
+            # A crashed service comes back after a pause, so a crash loop cannot spin the CPU.
+            if name not in died_at:
+                _signal_group(child, signal.SIGKILL)
                 log.warning("%s exited with code %s; restarting in %.0f s", name, child.returncode, RESTART_DELAY)
-                time.sleep(RESTART_DELAY)
+                died_at[name] = time.monotonic()
+            elif time.monotonic() - died_at[name] >= RESTART_DELAY and not stopping:
+                del died_at[name]
                 children[name] = _start(name, env)
     _stop_all(children)
     return 0
@@ -57,14 +72,13 @@ def run_services(names: Sequence[str], settings: Settings) -> int:
 
 def _stop_all(children: dict[str, subprocess.Popen[bytes]]) -> None:
     for child in children.values():
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
+        _signal_group(child, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
     for name, child in children.items():
         try:
             child.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             log.warning("%s did not stop in time; killing it", name)
-            child.kill()
+            _signal_group(child, signal.SIGKILL)
             child.wait()
     log.info("all services stopped")

@@ -36,9 +36,11 @@ def children(pid: int) -> dict[str, psutil.Process]:
     alive = {}
     for process in psutil.Process(pid).children():
         try:
-            alive[process.cmdline()[-1]] = process
+            command = process.cmdline()
         except psutil.ZombieProcess:
             continue
+        if command and command[-1] in ("web", "worker"):
+            alive[command[-1]] = process
     return alive
 
 
@@ -50,8 +52,9 @@ def supervisor(settings, tmp_path):
     process = subprocess.Popen([sys.executable, "-c", script], env=os.environ.copy())
     yield process
     if process.poll() is None:
+        leftovers = psutil.Process(process.pid).children(recursive=True)
         process.kill()
-        for child in psutil.Process(process.pid).children(recursive=True):
+        for child in leftovers:
             child.kill()
 
 
@@ -67,3 +70,15 @@ def test_services_start_restart_and_stop_together(supervisor):
     assert supervisor.wait(30) == 0
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
     assert not web_answers()
+
+
+def test_nothing_a_service_started_outlives_the_system(supervisor):
+    def worker_has_forked() -> bool:
+        worker = children(supervisor.pid).get("worker")
+        return worker is not None and len(worker.children()) > 0
+
+    assert wait_for(worker_has_forked, 30), "no RQ scheduler process"
+    descendants = psutil.Process(supervisor.pid).children(recursive=True)
+    supervisor.send_signal(signal.SIGINT)
+    assert supervisor.wait(30) == 0
+    assert all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in descendants)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from config import Settings
 from models.alarm import Alarm, AlarmKind
+from models.audit import acting_as
 from models.base import utcnow
 from models.call import Call, CallDirection, CallOutcome, CallState, HangupParty
 from models.directory import customer_for_number
@@ -20,6 +21,7 @@ from models.phone import normalize
 from models.recording import Recording, RecordingState
 from models.ticket import EventKind, Ticket, TicketType
 from models.ticketing import add_note, create_ticket, open_ticket_of
+from models.user import User
 
 
 def log_inbound(session: Session, settings: Settings, *, caller: str, callee: str, sip_call_id: str,
@@ -83,6 +85,16 @@ def mark_ended(session: Session, call: Call, *, outcome: CallOutcome, hangup_by:
     call.outcome = outcome
     call.hangup_by = hangup_by
     mark_state(session, call, CallState.ENDED, at)
+
+
+def mark_bridged(session: Session, call: Call, agent: User, at: datetime | None = None) -> None:
+    """The agent took the call; the first agent to take the contact owns its ticket (首问负责制)."""
+    call.agent = agent
+    mark_state(session, call, CallState.BRIDGED, at)
+    if call.ticket is not None and call.ticket.owner_id is None:
+        with acting_as(session, agent.id):
+            call.ticket.owner_id = agent.id
+            session.flush()
 
 
 def open_recording(session: Session, call: Call, path: str, *, sample_rate: int = 8000, channels: int = 2) -> Recording:

@@ -7,7 +7,7 @@ from unittest import mock
 from models.alarm import AlarmKind
 from models.call import CallOutcome, CallState, HangupParty
 from models.calllog import (
-    close_recording, log_inbound, mark_answered, mark_ended, mark_state, open_recording, raise_alarm,
+    close_recording, mark_bridged, log_inbound, mark_answered, mark_ended, mark_state, open_recording, raise_alarm,
     ticket_for_call, unfinished_recordings,
 )
 from models.directory import add_customer
@@ -88,3 +88,21 @@ def test_failed_recording_is_not_queued_and_raises_an_alarm(db, settings):
         db.commit()
         enqueue.assert_not_called()
     assert alarm.call_id == call.id
+
+
+def test_first_agent_to_take_the_contact_owns_the_ticket(db, settings):
+    from models.accounts import add_user
+    from models.user import Role
+
+    first_agent = add_user(db, "zhang", Role.AGENT, "agent-pass-1", realm="hotline", extension="1001")
+    second_agent = add_user(db, "li", Role.AGENT, "agent-pass-2", realm="hotline", extension="1002")
+    call = inbound(db, settings)
+    ticket = ticket_for_call(db, settings, call)
+    mark_bridged(db, call, first_agent)
+    later = inbound(db, settings, call_id="c2")
+    ticket_for_call(db, settings, later)
+    mark_bridged(db, later, second_agent)
+    assert call.state is CallState.BRIDGED and call.bridged_at is not None
+    assert ticket.owner_id == first_agent.id
+    owner_event = [e for e in ticket.events if e.field == "owner_id"]
+    assert len(owner_event) == 1 and owner_event[0].actor_id == first_agent.id

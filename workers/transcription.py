@@ -100,8 +100,19 @@ class TranscriptionWorker(Worker):
     """An RQ worker that loads the speech models once, before it forks a work-horse per job."""
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
+        _log_to_stderr()
         preload_models(load_settings())
         return super().work(*args, **kwargs)
+
+
+def _log_to_stderr() -> None:
+    """Show the workers' own messages (model loads, failures) beside rq's, which logs only its own."""
+    logger = logging.getLogger("workers")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 # --- Rows -------------------------------------------------------------------------------

@@ -228,6 +228,7 @@ def test_worker_killed_mid_job_is_retried_and_writes_the_note_once(
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and job.get_status(refresh=True) != JobStatus.FINISHED:
             time.sleep(0.5)
+        job.refresh()
         assert job.get_status() == JobStatus.FINISHED, job.get_status()
         assert job.retries_left == 2  # one retry used by the kill
     finally:
@@ -242,8 +243,6 @@ def test_worker_killed_mid_job_is_retried_and_writes_the_note_once(
 
 def wait_for_horse(worker_pid: int, settings: Settings, recording_id: int, timeout: float = 120) -> int:
     """The work-horse's pid once its transcript is running."""
-    from workers.transcription import TranscriptionFailed  # noqa: F401  (the job module imports cleanly)
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         children = psutil.Process(worker_pid).children()
@@ -252,6 +251,7 @@ def wait_for_horse(worker_pid: int, settings: Settings, recording_id: int, timeo
                           for t in session.get_one(Recording, recording_id).transcripts)
         if children and running:
             time.sleep(1.0)  # well inside the recognition
-            return children[0].pid
+            # The newest child: the scheduler process was forked when the worker started.
+            return max(children, key=lambda child: child.create_time()).pid
         time.sleep(0.1)
     raise AssertionError("the worker never started the job")

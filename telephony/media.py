@@ -5,7 +5,7 @@ near 100 calls on two cores. Here a single thread sleeps until the next 20 ms ti
 reads every socket that has data (one non-blocking ``select``), and for each leg plays one
 frame out of its jitter buffer, sends one frame and hands both to the leg's recorder.
 
-Each leg has a small jitter buffer ordered by RTP sequence number: a lost packet becomes
+Each leg has a small jitter buffer ordered by RTP timestamp: a lost packet becomes
 silence of one frame (never pyVoIP's full-scale 0x00 click) and the recording stays aligned
 with the wall clock. A leg always sends: the queued prompt, the bridged leg's audio, or G.711
 silence (Linphone hangs up after 30 s without incoming RTP). Only RTP version 2 from the
@@ -41,7 +41,7 @@ MARKER = 0x80
 RTCP_PAYLOAD_TYPES = range(72, 77)  # RTCP packet types 200-204 seen through the RTP header
 JITTER_FRAMES = 3  # 60 ms: playout starts once this much is buffered
 JITTER_MAX_FRAMES = 10  # beyond 200 ms buffered (sender clock faster, burst) the oldest are dropped
-RESYNC_FRAMES = 100  # a sequence jump of more than 2 s means the sender restarted its stream
+RESYNC_FRAMES = 100  # a timestamp jump of more than 2 s: a long pause or a restarted stream
 CATCH_UP_LIMIT = 1.0  # seconds behind after which ticks are skipped rather than replayed
 DTMF_EVENTS = "0123456789*#ABCD"
 RECEIVE_BURST = 16  # datagrams read per socket and tick before moving on
@@ -84,12 +84,17 @@ class EngineStats:
 
 
 class JitterBuffer:
-    """Frames ordered by RTP sequence number, played out one per tick after a short delay."""
+    """20 ms frames indexed by RTP timestamp (samples since the stream's first packet / 160).
+
+    Indexing by timestamp rather than sequence number keeps a sender's pauses (silence
+    suppression) at their true length and accepts any packet time: a 30 or 90 ms packet is
+    cut into frames, and frames straddled by packets are assembled sample by sample.
+    """
 
     def __init__(self, stats: LegStats, depth: int = JITTER_FRAMES) -> None:
         self._stats = stats
         self._depth = depth
-        self._frames: dict[int, bytes] = {}
+        self._frames: dict[int, bytes | bytearray] = {}
         self._next: int | None = None
         self._playing = False
 
@@ -98,32 +103,50 @@ class JitterBuffer:
         self._next = None
         self._playing = False
 
-    def put(self, seq: int, frame: bytes) -> None:
-        if self._next is None:
-            self._next = seq
-        ahead = (seq - self._next) & 0xFFFF
-        if ahead >= 0x8000:  # behind the playout point
-            if self._playing:
-                self._stats.late += 1
-                return
-            self._next = seq  # reordered before playout started: start earlier
-        elif ahead > RESYNC_FRAMES:
-            self.reset()
-            self._next = seq
-        if seq in self._frames:
-            self._stats.late += 1
+    def put(self, index: int, frame: bytes) -> None:
+        """A whole frame (the usual 20 ms packet on a frame boundary)."""
+        if not self._admit(index):
             return
-        self._frames[seq] = frame
+        if index in self._frames:
+            self._stats.late += 1  # a duplicate
+            return
+        self._frames[index] = frame
         if len(self._frames) > JITTER_MAX_FRAMES:
             self._drop_oldest()
 
-    def pop(self) -> bytes | None:
+    def put_samples(self, offset: int, pcm: bytes) -> None:
+        """PCM starting ``offset`` samples into the stream, of any length and alignment."""
+        position = 0
+        while position < len(pcm):
+            index, start = divmod(offset + position // g711.SAMPLE_WIDTH, g711.FRAME_SAMPLES)
+            start *= g711.SAMPLE_WIDTH
+            piece = pcm[position: position + g711.FRAME_BYTES - start]
+            position += len(piece)
+            if not self._admit(index):
+                continue
+            frame = self._frames.get(index)
+            if not isinstance(frame, bytearray):
+                frame = self._frames[index] = bytearray(frame or g711.SILENCE_FRAME)
+            frame[start: start + len(piece)] = piece
+        if len(self._frames) > JITTER_MAX_FRAMES:
+            self._drop_oldest()
+
+    def fill_silence(self, first: int, last: int) -> None:
+        """Mark frames as silent on purpose (a DTMF event replaces them), so they are not counted lost."""
+        if self._next is None:
+            return
+        for index in range(max(first, self._next), last + 1):
+            self._frames.setdefault(index, g711.SILENCE_FRAME)
+        if len(self._frames) > JITTER_MAX_FRAMES:
+            self._drop_oldest()
+
+    def pop(self) -> bytes | bytearray | None:
         """The frame for this tick, or None for silence (not started, lost, or nothing received)."""
         if not self._playing:
             if len(self._frames) < self._depth:
                 return None
             self._playing = True
-            self._skip_to_first()
+            self._next = min(self._frames)
         frame = self._frames.pop(self._next, None)
         if frame is None:
             if not self._frames:  # the sender paused or stopped: buffer again before playing
@@ -131,20 +154,30 @@ class JitterBuffer:
                 self._stats.underruns += 1
                 return None
             self._stats.lost += 1
-        self._next = (self._next + 1) & 0xFFFF
+        self._next += 1
         return frame
 
-    def _skip_to_first(self) -> None:
-        while self._next not in self._frames:
-            self._next = (self._next + 1) & 0xFFFF
+    def _admit(self, index: int) -> bool:
+        """False for a frame already played out; a jump of more than RESYNC_FRAMES restarts the buffer."""
+        if self._next is None:
+            self._next = index
+        ahead = index - self._next
+        if abs(ahead) > RESYNC_FRAMES:
+            self.reset()
+            self._next = index
+        elif ahead < 0:
+            if self._playing:
+                self._stats.late += 1
+                return False
+            self._next = index  # reordered before playout started: start earlier
+        return True
 
     def _drop_oldest(self) -> None:
-        self._skip_to_first()
         while len(self._frames) > self._depth:
-            self._frames.pop(self._next, None)
-            self._next = (self._next + 1) & 0xFFFF
+            oldest = min(self._frames)
+            del self._frames[oldest]
+            self._next = oldest + 1
             self._stats.dropped += 1
-        self._skip_to_first()
 
 
 @dataclass(frozen=True)
@@ -176,6 +209,7 @@ class MediaLeg:
         self._peer: tuple[str, int] | None = None
         self._jitter = JitterBuffer(self.stats)
         self._ssrc_in: int | None = None
+        self._timestamp_in = 0
         self._dtmf_timestamp: int | None = None
         self._playback: deque[bytes] = deque()
         self._played = threading.Condition()
@@ -270,18 +304,23 @@ class MediaLeg:
                 self._ignore_source(source)
                 return
             self._peer = source
-        _, _, seq, timestamp, ssrc = RTP_HEADER.unpack_from(data)
-        payload = rtp_payload(data)
+        _, _, _, timestamp, ssrc = RTP_HEADER.unpack_from(data)
         if ssrc != self._ssrc_in:
             self._ssrc_in = ssrc
+            self._timestamp_in = timestamp
             self._jitter.reset()
+        # Samples since the stream's first packet, signed: a packet reordered before it is slightly negative.
+        offset = ((timestamp - self._timestamp_in + 0x80000000) & 0xFFFFFFFF) - 0x80000000
         stats.received += 1
         self.last_rx = now
         if payload_type == conn.payload_type:
-            self._jitter.put(seq, conn.decode(payload))
+            pcm = conn.decode(rtp_payload(data))
+            if len(pcm) == g711.FRAME_BYTES and not offset % g711.FRAME_SAMPLES:
+                self._jitter.put(offset // g711.FRAME_SAMPLES, pcm)
+            else:
+                self._jitter.put_samples(offset, pcm)
         else:
-            self._jitter.put(seq, g711.SILENCE_FRAME)  # an event replaces the audio of its frames
-            self._dtmf(payload, timestamp)
+            self._dtmf(rtp_payload(data), timestamp, offset)
 
     def _ignore_source(self, source: tuple[str, int]) -> None:
         self.stats.ignored_source += 1
@@ -289,13 +328,16 @@ class MediaLeg:
             self._warned_source = True
             log.warning("%r: ignoring RTP from %s:%d (latched to %s:%d)", self, *source, *self._peer)
 
-    def _dtmf(self, payload: bytes, timestamp: int) -> None:
+    def _dtmf(self, payload: bytes, timestamp: int, offset: int) -> None:
         """RFC 2833: every packet of one event shares its timestamp; report the event once."""
-        if len(payload) < 4 or timestamp == self._dtmf_timestamp or payload[0] >= len(DTMF_EVENTS):
+        if len(payload) < 4 or payload[0] >= len(DTMF_EVENTS):
             return
-        self._dtmf_timestamp = timestamp
-        if self.on_dtmf is not None:
-            self.on_dtmf(DTMF_EVENTS[payload[0]])
+        duration = struct.unpack_from("!H", payload, 2)[0]
+        self._jitter.fill_silence(offset // g711.FRAME_SAMPLES, (offset + duration) // g711.FRAME_SAMPLES)
+        if timestamp != self._dtmf_timestamp:
+            self._dtmf_timestamp = timestamp
+            if self.on_dtmf is not None:
+                self.on_dtmf(DTMF_EVENTS[payload[0]])
 
     def _take_received(self) -> None:
         self._rx_frame = self._jitter.pop() or g711.SILENCE_FRAME

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import struct
 import subprocess
@@ -43,11 +44,11 @@ class RawPeer:
         self.sock.settimeout(2)
         self.address = self.sock.getsockname()
 
-    def send_paced(self, leg: MediaLeg, packets: list[bytes | None]) -> None:
-        """One entry per 20 ms; None sends nothing in that slot (a pause or a lost packet)."""
+    def send_paced(self, leg: MediaLeg, packets: list[bytes | None], interval: float = 0.02) -> None:
+        """One entry per interval; None sends nothing in that slot (a pause or a lost packet)."""
         start = time.monotonic()
         for index, packet in enumerate(packets):
-            delay = start + index * 0.02 - time.monotonic()
+            delay = start + index * interval - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             if packet is not None:
@@ -77,13 +78,18 @@ def peer() -> Iterator[RawPeer]:
 
 
 @pytest.fixture(scope="module")
-def speech(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """About two seconds of espeak-ng speech as 8 kHz 16-bit mono PCM."""
+def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """About two seconds of espeak-ng speech (22 kHz WAV)."""
     wav = tmp_path_factory.mktemp("speech") / "speech.wav"
     subprocess.run(["espeak-ng", "-v", "en", "-w", str(wav), "thank you for calling, how can I help"], check=True)
-    raw = subprocess.run(["sox", str(wav), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed", "-t", "raw", "-"],
-                         check=True, capture_output=True).stdout
-    return raw
+    return wav
+
+
+@pytest.fixture(scope="module")
+def speech(speech_wav: Path) -> bytes:
+    """The same speech as 8 kHz 16-bit mono PCM."""
+    command = ["sox", str(speech_wav), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed", "-t", "raw", "-"]
+    return subprocess.run(command, check=True, capture_output=True).stdout
 
 
 def record(leg: MediaLeg, path: Path) -> StereoWavRecorder:
@@ -319,3 +325,53 @@ def test_ports_taken_by_another_program_are_skipped() -> None:
     finally:
         engine.stop()
         squatter.close()
+
+
+def test_packets_of_other_lengths_are_cut_into_frames(engine: MediaEngine, peer: RawPeer, tmp_path: Path) -> None:
+    """30 ms packets (240 samples): frames straddling two packets are assembled sample by sample."""
+    leg = engine.open_leg()
+    leg.connect(peer.address, g711.PCMU)
+    recorder = record(leg, tmp_path / "ptime30.wav")
+    pcm_codes = [CODES[index // 160] for index in range(40 * 160)]  # sample-wise the same 40 frames as stream(40)
+    packets = [rtp(number, bytes(pcm_codes[number * 240: (number + 1) * 240]), timestamp=number * 240)
+               for number in range(len(pcm_codes) // 240)]
+    peer.send_paced(leg, packets, interval=0.03)
+    time.sleep(0.3)
+    levels = trimmed(frame_levels(finish(leg, recorder)[:, 0]))
+    assert levels[:39] == expected_levels(list(range(39)))
+
+
+def test_real_rtp_sender_ffmpeg_is_recorded(engine: MediaEngine, speech: bytes, speech_wav: Path, tmp_path: Path) -> None:
+    """ffmpeg's own RTP stack: 90 ms packets from a port of its choosing, RTCP sender reports."""
+    leg = engine.open_leg()
+    leg.connect(("127.0.0.1", 9), g711.PCMU)  # the SDP would name another port: the first packet latches
+    recorder = record(leg, tmp_path / "from-ffmpeg.wav")
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-re", "-i", str(speech_wav), "-ar", "8000", "-ac", "1",
+                    "-acodec", "pcm_mulaw", "-f", "rtp", f"rtp://127.0.0.1:{leg.local_port}"],
+                   check=True, timeout=30, stdout=subprocess.DEVNULL)
+    time.sleep(0.3)
+    correlation, _ = best_correlation(pcm_samples(speech), finish(leg, recorder)[:, 0])
+    assert correlation >= MATCH_THRESHOLD
+    assert leg.stats.received > 0 and leg.stats.lost == 0 and leg.stats.ignored_payload == 0
+
+
+def test_real_rtp_receiver_ffmpeg_hears_what_a_leg_plays(engine: MediaEngine, speech: bytes, tmp_path: Path) -> None:
+    port = 38950
+    sdp = tmp_path / "hotline.sdp"
+    sdp.write_text(f"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=hotline\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                   f"m=audio {port} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n")
+    heard = tmp_path / "heard.wav"
+    ffmpeg = subprocess.Popen(["ffmpeg", "-nostdin", "-v", "error", "-protocol_whitelist", "file,udp,rtp",
+                               "-i", str(sdp), "-ar", "8000", "-ac", "1", str(heard)], stdout=subprocess.DEVNULL)
+    try:
+        leg = engine.open_leg()
+        leg.connect(("127.0.0.1", port), g711.PCMA)
+        time.sleep(1.0)  # ffmpeg listening
+        leg.play(speech)
+        assert leg.wait_played(10)
+        time.sleep(0.5)
+    finally:
+        ffmpeg.send_signal(signal.SIGINT)
+        ffmpeg.wait(10)
+    correlation, _ = best_correlation(pcm_samples(speech), read_wav(heard)[0][:, 0])
+    assert correlation >= MATCH_THRESHOLD

@@ -5,9 +5,10 @@ phone's leg, both in this process, so every figure carries both ends of the call
 load runs twice: through ``MediaEngine`` (one thread, one 20 ms clock) and through a baseline
 shaped like stock pyVoIP (per leg a receive thread polling every 10 ms and a send thread on a
 20 ms clock, no jitter buffer). Both use the same G.711 conversion and recorder, so the ratio
-measures the threading design.
+measures the threading design. A third run, ``apart``, is shaped like production: the phones'
+legs run in a child process and only Hotline's recorded legs are measured.
 
-    python bench/media.py --calls 50 100 200 --seconds 20
+    python bench/media.py --calls 50 100 200 --seconds 20 [--modes engine threaded apart]
 
 Figures: CPU as % of one core (user/sys), CPU per call, empty frames in the middle of the
 recordings (the speech carries faint noise, so an all-zero frame means no audio arrived in
@@ -17,6 +18,7 @@ time), and the worst lateness of a 20 ms tick.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import resource
 import shutil
 import socket
@@ -24,13 +26,15 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
 
 from telephony import g711
-from telephony.media import EngineStats, MediaEngine
+from telephony.media import EngineStats, MediaEngine, MediaLeg
 from telephony.prompts import render_text
 from telephony.recorder import StereoWavRecorder
 
@@ -109,6 +113,12 @@ def run_engine(calls: int, seconds: float, speech: bytes, workdir: Path) -> Run:
         recorders.append((hotline, recorder))
         hotline.play(speech)
         phone.play(speech)
+    return finish_engine_run("engine", engine, recorders, calls, seconds)
+
+
+def finish_engine_run(mode: str, engine: MediaEngine, recorders: list[tuple[MediaLeg, StereoWavRecorder]],
+                      calls: int, seconds: float, after: Callable[[], object] = lambda: None) -> Run:
+    """Measure the running calls, then close them and count what the recordings lack."""
     time.sleep(MARGIN_SECONDS)
     threads = threading.active_count()
     engine.stats = EngineStats()  # lateness of the measured window, as for the baseline
@@ -119,8 +129,41 @@ def run_engine(calls: int, seconds: float, speech: bytes, workdir: Path) -> Run:
         leg.detach_recorder()
         recorder.close()
     engine.stop()
+    after()
     empty, frames = count_empty([recorder.path for _, recorder in recorders])
-    return Run("engine", calls, threads, user, system, wall, empty, frames, stats.max_lateness, stats.late_ticks)
+    return Run(mode, calls, threads, user, system, wall, empty, frames, stats.max_lateness, stats.late_ticks)
+
+
+def phones(calls: int, speech: bytes, pipe: Connection) -> None:
+    """Child process: the phones' legs, playing speech to the ports the parent sends."""
+    engine = MediaEngine("127.0.0.1", PORT_BASE + 4 * calls + 20, PORT_BASE + 8 * calls + 40)
+    engine.start()
+    legs = [engine.open_leg() for _ in range(calls)]
+    pipe.send([leg.local_port for leg in legs])
+    for leg, port in zip(legs, pipe.recv()):
+        leg.connect(("127.0.0.1", port), g711.PCMU)
+        leg.play(speech)
+    pipe.recv()  # stop
+    engine.stop()
+
+
+def run_engine_apart(calls: int, seconds: float, speech: bytes, workdir: Path) -> Run:
+    """As in production: only Hotline's recorded legs in this process, the phones in another one."""
+    ours, theirs = multiprocessing.Pipe()
+    child = multiprocessing.get_context("fork").Process(target=phones, args=(calls, speech, theirs))
+    child.start()
+    engine = MediaEngine("127.0.0.1", PORT_BASE, PORT_BASE + 4 * calls + 10)
+    engine.start()
+    recorders = []
+    for index, phone_port in enumerate(ours.recv()):
+        leg = engine.open_leg()
+        leg.connect(("127.0.0.1", phone_port), g711.PCMU)
+        recorder = StereoWavRecorder(workdir / f"apart-{index}.wav")
+        leg.attach_recorder(recorder)
+        leg.play(speech)
+        recorders.append((leg, recorder))
+    ours.send([leg.local_port for leg, _ in recorders])
+    return finish_engine_run("apart", engine, recorders, calls, seconds, after=lambda: (ours.send("stop"), child.join()))
 
 
 class ThreadedLeg:
@@ -211,13 +254,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, nargs="+", default=[50, 100, 200])
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--modes", nargs="+", choices=["engine", "threaded"], default=["engine", "threaded"])
+    parser.add_argument("--modes", nargs="+", choices=["engine", "threaded", "apart"], default=["engine", "threaded", "apart"])
     options = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="hotline-bench-media-"))
     try:
         speech = speech_pcm(options.seconds + 3 * MARGIN_SECONDS, workdir / "prompts")
         print(HEADER, flush=True)
-        runners = {"engine": run_engine, "threaded": run_threaded}
+        runners = {"engine": run_engine, "threaded": run_threaded, "apart": run_engine_apart}
         for calls in options.calls:
             for mode in options.modes:
                 run = runners[mode](calls, options.seconds, speech, workdir)

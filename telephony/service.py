@@ -194,8 +194,7 @@ class HotlineService:
 
     def _run_call(self, active: ActiveCall) -> tuple[CallOutcome, HangupParty]:
         sip_call = active.sip_call
-        if sip_call.codec is None:
-            sip_call.reject(488)
+        if sip_call.end_reason is sip.EndReason.REJECTED:  # no common codec: the endpoint sent 488
             return CallOutcome.REJECTED, HangupParty.SYSTEM
         if sip_call.ended.wait(self.settings.sip.answer_delay):
             return CallOutcome.CANCELLED, HangupParty.CUSTOMER

@@ -371,6 +371,9 @@ class EndReason(str, Enum):
 class Call:
     """One dialog. Inbound: ``answer(rtp_port)`` or ``reject(status)``; either side: ``hangup()``.
 
+    An inbound INVITE without G.711 is refused with 488 before ``on_invite`` sees it (ended,
+    ``end_reason`` REJECTED), so the call can still be logged.
+
     ``on_end(call)`` runs once when the call ends (``end_reason`` set); ``on_media(call)`` when a
     re-INVITE moved the far end's media. ``remote_media`` and ``codec`` describe the stream.
     """
@@ -392,6 +395,7 @@ class Call:
         self.state = CallState.RINGING
         self.end_reason: EndReason | None = None
         self.status = 0  # outbound: final status of our INVITE
+        self.bye_status = 0  # final status of the BYE we sent (408: no answer)
         self.remote_media: MediaOffer | None = None
         self.codec: Codec | None = None
         self.local_sdp = b""
@@ -493,6 +497,7 @@ class Endpoint:
         self._responses: dict[tuple[str, str], tuple[float, Message]] = {}  # (branch, method) → sent
         self._sock: socket.socket | None = None
         self._timers: TimerThread | None = None
+        self._receiver: threading.Thread | None = None
         self._running = False
         self._pbx_alive = True
 
@@ -513,7 +518,8 @@ class Endpoint:
         self._sock = sock
         self._running = True
         self._timers = TimerThread()
-        threading.Thread(target=self._receive_loop, name="sip-recv", daemon=True).start()
+        self._receiver = threading.Thread(target=self._receive_loop, name="sip-recv", daemon=True)
+        self._receiver.start()
         for account in self.accounts.values():
             self._register(account)
         if self.keepalive:
@@ -534,6 +540,8 @@ class Endpoint:
         self._running = False
         if self._timers:
             self._timers.stop()
+        if self._receiver:
+            self._receiver.join(2)  # the port is free for a successor once recvfrom returned
         if self._sock:
             self._sock.close()
 
@@ -709,10 +717,13 @@ class Endpoint:
         call.remote_media = parse_sdp(msg.body)
         call.codec = choose_codec(call.remote_media) if call.remote_media else None
         self.calls[call.call_id] = call
-        self.respond(msg, 180, to_tag=call.local_tag, contact=True)
-        if self.on_invite is None:
+        if call.codec is None:
+            self.reject(call, 488)  # no G.711 offered; on_invite still hears of it, to log it
+        elif self.on_invite is None:
             self.reject(call, 480)
         else:
+            self.respond(msg, 180, to_tag=call.local_tag, contact=True)
+        if self.on_invite is not None:
             self.on_invite(call)
 
     def _on_reinvite(self, msg: Message) -> None:
@@ -867,7 +878,7 @@ class Endpoint:
 
     def _send_bye(self, call: Call) -> None:
         bye = self.in_dialog_request(call, "BYE")
-        self.request(bye, lambda _r: None, self.destination_of(call))
+        self.request(bye, lambda r: setattr(call, "bye_status", r.status if r else 408), self.destination_of(call))
 
     # outbound calls
 

@@ -235,3 +235,7 @@ from hotline.commands.sip import sip  # noqa: E402
 
 main.add_command(sip)
 main.add_command(calls)
+
+from hotline.commands.transcribe import transcribe  # noqa: E402
+
+main.add_command(transcribe)

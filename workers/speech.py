@@ -447,7 +447,7 @@ def evaluate(folder: str | Path, model: SpeechModel) -> list[Score]:
     """Score the model on every audio file in ``folder`` that has a reference ``<stem>.txt``."""
     scores = []
     for reference in sorted(Path(folder).glob("*.txt")):
-        audio = [p for p in reference.parent.glob(reference.stem + ".*") if p.suffix != ".txt"]
+        audio = sorted(p for p in reference.parent.iterdir() if p.stem == reference.stem and p != reference)
         if not audio:
             continue
         result = transcribe_file(audio[0], model)

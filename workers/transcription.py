@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from rq import Worker, get_current_job
@@ -289,10 +289,13 @@ def wait_for_live(settings: Settings, recording_id: int, model: str, grace: floa
         time.sleep(POLL_SECONDS)
 
 
-def pending_recordings(settings: Settings, *, call_id: int | None = None, since: Any = None) -> list[int]:
-    """Closed recordings of a call, or since a time, that no transcript is done for (any model)."""
+def pending_recordings(settings: Settings, *, call_id: int | None = None, since: datetime | None = None,
+                       model: str | None = None) -> list[int]:
+    """Closed recordings of a call, or since a time, with no finished transcript (by ``model`` if given)."""
     done = select(Transcript.id).where(Transcript.recording_id == Recording.id,
                                        Transcript.state == TranscriptState.DONE)
+    if model is not None:
+        done = done.where(Transcript.model == model)
     query = select(Recording.id).where(
         Recording.state.in_((RecordingState.COMPLETE, RecordingState.REPAIRED)), ~done.exists())
     if call_id is not None:

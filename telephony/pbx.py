@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -28,6 +30,7 @@ MODULES = ("tm", "sl", "rr", "pv", "maxfwd", "usrloc", "registrar", "textops", "
 MODULE_DIRS = ("/usr/lib/x86_64-linux-gnu/kamailio/modules", "/usr/lib/aarch64-linux-gnu/kamailio/modules",
                "/usr/lib/kamailio/modules", "/usr/local/lib64/kamailio/modules")
 START_TIMEOUT = 5.0
+STOP_TIMEOUT = 5.0
 
 
 def ha1(extension: str, realm: str, password: str) -> str:
@@ -169,6 +172,7 @@ class LocalPbx:
         binary = shutil.which(self.binary)
         if binary is None:
             raise FileNotFoundError(f"{self.binary} not found (install the kamailio package)")
+        self._stop_stale()
         config = self.write_config(extensions)
         check = subprocess.run([binary, "-c", "-f", str(config)], capture_output=True, text=True)
         if check.returncode != 0:
@@ -179,10 +183,32 @@ class LocalPbx:
             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         log_file.close()
+        self.pid_path.write_text(str(self.process.pid))
         if not self._wait_ready():
             self.stop()
             raise RuntimeError(f"kamailio did not answer on {self.host}:{self.port}; see {self.directory}/kamailio.log")
         log.info("local PBX up on %s:%s (pid %s)", self.host, self.port, self.process.pid)
+
+    @property
+    def pid_path(self) -> Path:
+        return self.directory / "kamailio.pid"
+
+    def _stop_stale(self) -> None:
+        """Stop a Kamailio left running on our config by a killed Hotline (it would hold the port)."""
+        try:
+            pid = int(self.pid_path.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if str(self.config_path).encode() not in cmdline:
+            return
+        log.warning("stopping the local PBX left running by a previous Hotline (pid %s)", pid)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.05)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
     def _wait_ready(self) -> bool:
         """Ready when an OPTIONS gets the Server header of this boot."""
@@ -208,7 +234,7 @@ class LocalPbx:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         if self.process is None:
             return
         if self.process.poll() is None:
@@ -219,6 +245,7 @@ class LocalPbx:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        self.pid_path.unlink(missing_ok=True)
 
     def reload(self, extensions: Iterable[tuple[str, str]]) -> bool:
         """Restart with new extensions when they changed; True when it restarted."""
@@ -228,3 +255,11 @@ class LocalPbx:
         self.stop()
         self.start(wanted)
         return True
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie (a zombie has released its port already)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False

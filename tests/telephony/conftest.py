@@ -5,7 +5,8 @@ Ports (127.0.0.1): PBX 5160, Hotline 5162, sipp 5170, baresip 5180, linphone 519
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -60,12 +61,50 @@ def pbx_ha1(settings: Settings, extension: str, password: str) -> str:
 
 
 @pytest.fixture
-def service(sip_settings: Settings) -> Iterator[HotlineService]:
-    """``hotline sip`` in this process, with its own local PBX; registered before the test runs."""
-    running = HotlineService(sip_settings)
-    assert running.start(register_timeout=5.0), "the hotline number did not register at the local PBX"
-    yield running
-    running.stop()
+def start_service(sip_settings: Settings) -> Iterator[Callable[..., HotlineService]]:
+    """Start ``hotline sip`` in this process (own local PBX) with some ``[sip]`` settings changed."""
+    started: list[HotlineService] = []
+
+    def start(**sip_changes: object) -> HotlineService:
+        for key, value in sip_changes.items():
+            setattr(sip_settings.sip, key, value)
+        running = HotlineService(sip_settings)
+        started.append(running)
+        assert running.start(register_timeout=5.0), "the hotline number did not register at the local PBX"
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
+def service(start_service: Callable[..., HotlineService]) -> HotlineService:
+    return start_service()
+
+
+@pytest.fixture
+def sipp_dir(tmp_path: Path, caller_speech: Path) -> Path:
+    """sipp's working directory with the caller's speech as raw μ-law and A-law (caller.ul/.al)."""
+    workdir = tmp_path / "sipp"
+    workdir.mkdir()
+    for encoding, name in (("mu-law", "caller.ul"), ("a-law", "caller.al")):
+        subprocess.run([peers.binary("sox"), str(caller_speech), "-t", "raw", "-e", encoding, "-r", "8000",
+                        "-c", "1", str(workdir / name)], check=True)
+    return workdir
+
+
+def run_sipp(scenario: str, workdir: Path, *, pause_ms: int = 1000, timeout: float = 60, **kwargs: object) -> str:
+    """Run sipp to completion; fails the test unless sipp reports success. Returns its -trace_logs log."""
+    peer = peers.sipp(scenario, workdir, extra=["-d", str(pause_ms), "-trace_logs"], **kwargs)  # type: ignore[arg-type]
+    try:
+        code = peer.wait(timeout)
+    finally:
+        peer.stop()
+    logs = "".join(p.read_text(errors="replace") for p in workdir.glob(f"{scenario}_*_logs.log"))
+    errors = "".join(p.read_text(errors="replace") for p in workdir.glob(f"{scenario}_*_errors.log"))
+    assert code == 0, f"sipp {scenario} failed ({code}):\n{peer.output()[-3000:]}\n{errors[-3000:]}"
+    return logs
 
 
 @pytest.fixture

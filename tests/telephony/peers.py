@@ -126,6 +126,7 @@ class Linphone(Peer):
         rc = workdir / "linphonerc"
         rc.write_text(f"""[sip]
 sip_port={LINPHONE_PORT}
+use_ipv6=0
 sip_tcp_port=-1
 sip_tls_port=-1
 bind_address={HOST}
@@ -149,6 +150,8 @@ user_agent_name=linphone-test
         os.close(reader)
         self.source_wav = source_wav
         self.heard = workdir / "heard.wav"
+        # linphonec 5.1 opens no SIP socket from sip_port in its config; this command does.
+        self.command(f"ports sip {LINPHONE_PORT}")
         self.command("soundcard use files")
         self.command(f"play {source_wav}")
         self.command(f"record {self.heard}")

@@ -10,16 +10,22 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select
 
+from collections.abc import Callable
+
 from config import Settings
+from hotline.cli import main
 from models.call import Call, CallOutcome, CallState, HangupParty
 from models.db import session_scope
 from models.recording import Recording, RecordingState
 from telephony.service import HotlineService
 from tests.telephony import peers
 from tests.telephony.audio_checks import MATCH_THRESHOLD, best_correlation, read_wav
+from tests.telephony.conftest import run_sipp
 
 pytestmark = pytest.mark.sip
 
@@ -69,3 +75,116 @@ def test_baresip_speech_is_recorded_on_the_left_channel_with_its_silences(
     # the right channel holds the greeting and the notice Hotline played
     assert abs(samples[:, 1].astype(float)).max() > 1000
     assert recording.sha256 and recording.duration == pytest.approx(len(samples) / 8000, abs=0.05)
+
+    listed = CliRunner().invoke(main, ["calls", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    [row] = json.loads(listed.output)
+    assert row["id"] == call.id and row["direction"] == "inbound" and row["caller_id"] == "+8613800138000"
+    assert row["outcome"] == "abandoned" and row["recording"] == recording.path
+    assert row["ticket"] == call.ticket.number and row["answered_at"] and row["ended_at"]
+
+
+def test_cancel_before_the_answer_is_logged_as_cancelled(
+        start_service: Callable[..., HotlineService], sip_settings: Settings, sipp_dir: Path) -> None:
+    start_service(answer_delay=3.0)
+    run_sipp("uac_cancel", sipp_dir)
+    [call] = wait_ended(sip_settings)
+    assert call.outcome is CallOutcome.CANCELLED and call.hangup_by is HangupParty.CUSTOMER
+    assert call.answered_at is None and not call.recordings
+    assert call.ticket is not None  # a missed call is followed up
+
+
+def test_offer_without_g711_is_logged_as_rejected(service: HotlineService, sip_settings: Settings,
+                                                  sipp_dir: Path) -> None:
+    run_sipp("uac_unsupported", sipp_dir)
+    [call] = wait_ended(sip_settings)
+    assert call.outcome is CallOutcome.REJECTED and call.hangup_by is HangupParty.SYSTEM
+
+
+def test_silent_caller_is_closed_from_our_side_with_the_closing_prompt(
+        start_service: Callable[..., HotlineService], sip_settings: Settings, sipp_dir: Path) -> None:
+    start_service(no_audio_timeout=2.0)
+    run_sipp("uac_silent_wait_bye", sipp_dir, timeout=30)  # succeeds only if our BYE reached it
+    [call] = wait_ended(sip_settings)
+    assert call.outcome is CallOutcome.NO_AUDIO and call.hangup_by is HangupParty.SYSTEM
+    samples, _ = read_wav(call.recording.path)
+    closing = service_prompt(sip_settings, "closing")
+    tail = samples[-len(closing) - 8000:, 1]
+    correlation, _ = best_correlation(closing, tail, max_lag_s=1.0)
+    assert correlation >= MATCH_THRESHOLD, f"closing prompt not at the end of the recording ({correlation:.3f})"
+
+
+def service_prompt(settings: Settings, name: str) -> np.ndarray:
+    from telephony.prompts import PromptLibrary
+
+    return np.frombuffer(getattr(PromptLibrary(settings), name)(), dtype=np.int16)
+
+
+def test_pcma_caller_is_recorded(service: HotlineService, sip_settings: Settings, sipp_dir: Path,
+                                 caller_speech: Path) -> None:
+    run_sipp("uac_pcma", sipp_dir, pause_ms=int(audio_seconds(caller_speech) * 1000) + 500)
+    [call] = wait_ended(sip_settings)
+    assert call.outcome is CallOutcome.ABANDONED
+    samples, _ = read_wav(call.recording.path)
+    correlation, offset = best_correlation(read_wav(caller_speech)[0][:, 0], samples[:, 0])
+    assert correlation >= MATCH_THRESHOLD and offset <= 0.1, (correlation, offset)
+
+
+def audio_seconds(path: Path) -> float:
+    return len(read_wav(path)[0]) / 8000
+
+
+def test_kill_9_mid_call_leaves_a_playable_recording_that_is_repaired_at_start(
+        start_service: Callable[..., HotlineService], sip_settings: Settings, sipp_dir: Path,
+        hotline_env: dict[str, str]) -> None:
+    process = subprocess.Popen([sys.executable, "-m", "hotline", "sip"], env={**os.environ, **hotline_env},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    caller = peers.sipp("uac_bye", sipp_dir, extra=["-d", "20000"])
+    try:
+        assert peers.wait_for(lambda: live_recording(sip_settings) is not None, 20), "never answered"
+        time.sleep(4.0)
+        process.send_signal(signal.SIGKILL)
+        process.wait(5)
+    finally:
+        caller.stop()
+        if process.poll() is None:
+            process.kill()
+    path = Path(live_recording(sip_settings))
+    samples, rate = read_wav(path)  # playable as it is, before any repair
+    assert rate == 8000 and len(samples) / 8000 >= 2.5
+    start_service()  # stops the orphaned Kamailio, repairs the recording
+    [call] = ended_calls(sip_settings)
+    assert call.outcome is CallOutcome.FAILED and call.recording.state is RecordingState.REPAIRED
+    assert call.recording.duration >= 2.5 and call.ticket is not None
+
+
+def live_recording(settings: Settings) -> str | None:
+    with session_scope(settings) as session:
+        return session.scalar(select(Recording.path).where(Recording.state == RecordingState.RECORDING))
+
+
+def test_linphone_caller_is_answered_and_recorded(service: HotlineService, sip_settings: Settings,
+                                                  caller_speech: Path, tmp_path: Path) -> None:
+    phone = peers.Linphone(tmp_path / "linphone", caller_speech)
+    try:
+        phone.call(TARGET)
+        assert peers.wait_for(lambda: live_recording(sip_settings) is not None, 15), phone.output()[-2000:]
+        time.sleep(audio_seconds(caller_speech) + 2)
+        phone.command("terminate")
+        [call] = wait_ended(sip_settings)
+    finally:
+        phone.stop()
+    assert call.outcome is CallOutcome.ABANDONED and call.hangup_by is HangupParty.CUSTOMER
+    samples, _ = read_wav(call.recording.path)
+    correlation, _ = best_correlation(read_wav(caller_speech)[0][:, 0], samples[:, 0])
+    assert correlation >= MATCH_THRESHOLD, correlation
+
+
+@pytest.mark.slow
+def test_a_call_longer_than_a_minute_survives(service: HotlineService, sip_settings: Settings,
+                                              sipp_dir: Path) -> None:
+    run_sipp("uac_bye", sipp_dir, pause_ms=65000, timeout=100)
+    [call] = wait_ended(sip_settings)
+    assert call.outcome is CallOutcome.ABANDONED and call.hangup_by is HangupParty.CUSTOMER
+    assert (call.ended_at - call.answered_at).total_seconds() >= 65
+    assert call.recording.duration >= 65

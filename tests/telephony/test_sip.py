@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from config import Settings
 from telephony import sip
 from telephony.pbx import LocalPbx, hotline_extensions
 from tests.telephony import peers
+from tests.telephony.conftest import run_sipp
 
 pytestmark = pytest.mark.sip
 
@@ -48,30 +48,6 @@ def registered(pbx: LocalPbx, endpoint: sip.Endpoint) -> sip.Endpoint:
     endpoint.start()
     assert endpoint.wait_registered(3), endpoint.accounts["1000"].last_error
     return endpoint
-
-
-@pytest.fixture
-def sipp_dir(tmp_path: Path, caller_speech: Path) -> Path:
-    """sipp's working directory with the caller's speech as raw μ-law and A-law (caller.ul/.al)."""
-    workdir = tmp_path / "sipp"
-    workdir.mkdir()
-    for encoding, name in (("mu-law", "caller.ul"), ("a-law", "caller.al")):
-        subprocess.run([peers.binary("sox"), str(caller_speech), "-t", "raw", "-e", encoding, "-r", "8000",
-                        "-c", "1", str(workdir / name)], check=True)
-    return workdir
-
-
-def run_sipp(scenario: str, workdir: Path, *, pause_ms: int = 1000, timeout: float = 60, **kwargs: object) -> str:
-    """Run one sipp call to completion; fails the test unless sipp reports success. Returns its log."""
-    peer = peers.sipp(scenario, workdir, extra=["-d", str(pause_ms), "-trace_logs"], **kwargs)  # type: ignore[arg-type]
-    try:
-        code = peer.wait(timeout)
-    finally:
-        peer.stop()
-    logs = "".join(p.read_text(errors="replace") for p in workdir.glob(f"{scenario}_*_logs.log"))
-    errors = "".join(p.read_text(errors="replace") for p in workdir.glob(f"{scenario}_*_errors.log"))
-    assert code == 0, f"sipp {scenario} failed ({code}):\n{peer.output()[-3000:]}\n{errors[-3000:]}"
-    return logs
 
 
 def test_caller_bye_ends_the_call_and_an_empty_supported_header_is_fine(

@@ -39,8 +39,8 @@ RTP_HEADER = struct.Struct("!BBHII")
 RTP_VERSION_2 = 0x80
 MARKER = 0x80
 RTCP_PAYLOAD_TYPES = range(72, 77)  # RTCP packet types 200-204 seen through the RTP header
-JITTER_FRAMES = 3  # 60 ms: playout starts once this much is buffered
-JITTER_MAX_FRAMES = 10  # beyond 200 ms buffered (sender clock faster, burst) the oldest are dropped
+JITTER_FRAMES = 3  # 60 ms of 20 ms packets: playout starts once this much is buffered
+JITTER_SLACK_FRAMES = 7  # 140 ms more (sender clock faster, a burst) and the oldest are dropped
 RESYNC_FRAMES = 100  # a timestamp jump of more than 2 s: a long pause or a restarted stream
 CATCH_UP_LIMIT = 1.0  # seconds behind after which ticks are skipped rather than replayed
 DTMF_EVENTS = "0123456789*#ABCD"
@@ -91,9 +91,9 @@ class JitterBuffer:
     cut into frames, and frames straddled by packets are assembled sample by sample.
     """
 
-    def __init__(self, stats: LegStats, depth: int = JITTER_FRAMES) -> None:
+    def __init__(self, stats: LegStats) -> None:
         self._stats = stats
-        self._depth = depth
+        self._depth = JITTER_FRAMES
         self._frames: dict[int, bytes | bytearray] = {}
         self._next: int | None = None
         self._playing = False
@@ -111,11 +111,12 @@ class JitterBuffer:
             self._stats.late += 1  # a duplicate
             return
         self._frames[index] = frame
-        if len(self._frames) > JITTER_MAX_FRAMES:
+        if len(self._frames) > self._depth + JITTER_SLACK_FRAMES:
             self._drop_oldest()
 
     def put_samples(self, offset: int, pcm: bytes) -> None:
         """PCM starting ``offset`` samples into the stream, of any length and alignment."""
+        self._fit_depth(len(pcm))
         position = 0
         while position < len(pcm):
             index, start = divmod(offset + position // g711.SAMPLE_WIDTH, g711.FRAME_SAMPLES)
@@ -128,7 +129,7 @@ class JitterBuffer:
             if not isinstance(frame, bytearray):
                 frame = self._frames[index] = bytearray(frame or g711.SILENCE_FRAME)
             frame[start: start + len(piece)] = piece
-        if len(self._frames) > JITTER_MAX_FRAMES:
+        if len(self._frames) > self._depth + JITTER_SLACK_FRAMES:
             self._drop_oldest()
 
     def fill_silence(self, first: int, last: int) -> None:
@@ -137,7 +138,7 @@ class JitterBuffer:
             return
         for index in range(max(first, self._next), last + 1):
             self._frames.setdefault(index, g711.SILENCE_FRAME)
-        if len(self._frames) > JITTER_MAX_FRAMES:
+        if len(self._frames) > self._depth + JITTER_SLACK_FRAMES:
             self._drop_oldest()
 
     def pop(self) -> bytes | bytearray | None:
@@ -156,6 +157,11 @@ class JitterBuffer:
             self._stats.lost += 1
         self._next += 1
         return frame
+
+    def _fit_depth(self, packet_bytes: int) -> None:
+        """Long packets (ffmpeg sends 90 ms) need a deeper buffer: a whole packet plus the usual margin."""
+        frames_per_packet = -(-packet_bytes // g711.FRAME_BYTES)
+        self._depth = max(self._depth, frames_per_packet + JITTER_FRAMES - 1)
 
     def _admit(self, index: int) -> bool:
         """False for a frame already played out; a jump of more than RESYNC_FRAMES restarts the buffer."""

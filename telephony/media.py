@@ -84,7 +84,7 @@ class EngineStats:
 
 
 class JitterBuffer:
-    """20 ms frames indexed by RTP timestamp (samples since the stream's first packet / 160).
+    """20 ms frames indexed by RTP timestamp (samples since the stream's base / 160).
 
     Indexing by timestamp rather than sequence number keeps a sender's pauses (silence
     suppression) at their true length and accepts any packet time: a 30 or 90 ms packet is
@@ -97,16 +97,15 @@ class JitterBuffer:
         self._frames: dict[int, bytes | bytearray] = {}
         self._next: int | None = None
         self._playing = False
+        self.end = 0  # one past the highest frame index received
 
-    def reset(self) -> None:
-        self._frames.clear()
-        self._next = None
-        self._playing = False
 
     def put(self, index: int, frame: bytes) -> None:
         """A whole frame (the usual 20 ms packet on a frame boundary)."""
         if not self._admit(index):
             return
+        if index >= self.end:
+            self.end = index + 1
         if index in self._frames:
             self._stats.late += 1  # a duplicate
             return
@@ -125,6 +124,7 @@ class JitterBuffer:
             position += len(piece)
             if not self._admit(index):
                 continue
+            self.end = max(self.end, index + 1)
             frame = self._frames.get(index)
             if not isinstance(frame, bytearray):
                 frame = self._frames[index] = bytearray(frame or g711.SILENCE_FRAME)
@@ -164,14 +164,10 @@ class JitterBuffer:
         self._depth = max(self._depth, frames_per_packet + JITTER_FRAMES - 1)
 
     def _admit(self, index: int) -> bool:
-        """False for a frame already played out; a jump of more than RESYNC_FRAMES restarts the buffer."""
+        """False for a frame whose turn has passed."""
         if self._next is None:
             self._next = index
-        ahead = index - self._next
-        if abs(ahead) > RESYNC_FRAMES:
-            self.reset()
-            self._next = index
-        elif ahead < 0:
+        if index < self._next:
             if self._playing:
                 self._stats.late += 1
                 return False
@@ -313,10 +309,11 @@ class MediaLeg:
         _, _, _, timestamp, ssrc = RTP_HEADER.unpack_from(data)
         if ssrc != self._ssrc_in:
             self._ssrc_in = ssrc
-            self._timestamp_in = timestamp
-            self._jitter.reset()
-        # Samples since the stream's first packet, signed: a packet reordered before it is slightly negative.
-        offset = ((timestamp - self._timestamp_in + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+            self._rebase(timestamp)
+        offset = self._offset(timestamp)
+        if abs(offset // g711.FRAME_SAMPLES - self._jitter.end) > RESYNC_FRAMES:
+            self._rebase(timestamp)
+            offset = self._offset(timestamp)
         stats.received += 1
         self.last_rx = now
         if payload_type == conn.payload_type:
@@ -327,6 +324,17 @@ class MediaLeg:
                 self._jitter.put_samples(offset, pcm)
         else:
             self._dtmf(rtp_payload(data), timestamp, offset)
+
+    def _offset(self, timestamp: int) -> int:
+        """Samples since the stream's base, signed: a packet reordered before the first is slightly negative."""
+        return ((timestamp - self._timestamp_in + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+
+    def _rebase(self, timestamp: int) -> None:
+        """A new or restarted stream (new SSRC, or a jump of over 2 s): it continues after what was received.
+
+        The wall clock already had its silence while nothing came, so nothing buffered is discarded.
+        """
+        self._timestamp_in = (timestamp - self._jitter.end * g711.FRAME_SAMPLES) & 0xFFFFFFFF
 
     def _ignore_source(self, source: tuple[str, int]) -> None:
         self.stats.ignored_source += 1

@@ -15,7 +15,7 @@ import pytest
 
 from telephony import g711
 from telephony.media import MediaEngine, MediaLeg, PortPoolExhausted
-from telephony.recorder import StereoWavRecorder
+from telephony.recorder import RecordingError, StereoWavRecorder
 from tests.telephony.audio_checks import MATCH_THRESHOLD, best_correlation, pcm_samples, read_wav
 
 pytestmark = pytest.mark.timeout(60)
@@ -375,3 +375,49 @@ def test_real_rtp_receiver_ffmpeg_hears_what_a_leg_plays(engine: MediaEngine, sp
         ffmpeg.wait(10)
     correlation, _ = best_correlation(pcm_samples(speech), read_wav(heard)[0][:, 0])
     assert correlation >= MATCH_THRESHOLD
+
+
+def test_latches_to_the_first_source_and_answers_there(engine: MediaEngine, peer: RawPeer, tmp_path: Path) -> None:
+    """A phone behind NAT sends from another port than its SDP names: we send back where RTP comes from."""
+    leg = engine.open_leg()
+    leg.connect(("127.0.0.1", 9), g711.PCMU)
+    peer.send_paced(leg, stream(5))
+    packets = peer.receive(10)
+    assert all(packet[12:] == b"\xff" * 160 for packet in packets)
+    assert leg.stats.received == 5 and leg.stats.ignored == 0
+
+
+def test_a_restarted_stream_is_followed(engine: MediaEngine, peer: RawPeer, tmp_path: Path) -> None:
+    """New SSRC and timestamps far away (a re-INVITE, a phone's restart): the recording continues."""
+    leg = engine.open_leg()
+    leg.connect(peer.address, g711.PCMU)
+    recorder = record(leg, tmp_path / "restart.wav")
+    first = stream(20)
+    second = [rtp(seq, bytes([CODES[seq]]) * g711.FRAME_SAMPLES, ssrc=0x9999, timestamp=0x7FFF0000 + seq * 160)
+              for seq in range(20, 40)]
+    peer.send_paced(leg, [*first, *second])
+    time.sleep(0.2)
+    levels = [level for level in frame_levels(finish(leg, recorder)[:, 0]) if level]
+    assert levels == expected_levels(list(range(40)))
+
+
+class BrokenDisk:
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def write(self, left: bytes, right: bytes) -> None:
+        self.writes += 1
+        if self.writes == 10:
+            raise RecordingError("cannot write recording /nowhere.wav: No space left on device")
+
+
+def test_a_failing_recorder_is_reported_once_and_the_call_goes_on(engine: MediaEngine, peer: RawPeer) -> None:
+    leg = engine.open_leg()
+    leg.connect(peer.address, g711.PCMU)
+    errors: list[Exception] = []
+    leg.on_recorder_error = errors.append
+    broken = BrokenDisk()
+    leg.attach_recorder(broken)
+    peer.receive(30)
+    assert broken.writes == 10 and len(errors) == 1 and "No space left" in str(errors[0])
+    assert leg.recorder_error is errors[0] and leg.detach_recorder() is None

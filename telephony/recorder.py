@@ -1,22 +1,26 @@
 """Stereo WAV recordings written while the call runs: left the customer, right Hotline's side.
 
-Frames are buffered in memory and written once per second of audio; after each write the
-RIFF and data sizes in the header are rewritten, so a process killed at any moment (even by
-SIGKILL: the data is in the kernel's page cache once ``write`` returns) leaves a playable file
-holding everything up to the last whole second. ``repair_wav`` fixes a file whose header
+Frames are buffered in memory and written once a second by a background thread; after each
+write the RIFF and data sizes in the header are rewritten, so a process killed at any moment
+(even by SIGKILL: the data is in the kernel's page cache once ``write`` returns) leaves a
+playable file holding everything up to the last second. ``repair_wav`` fixes a file whose header
 lags its data, for recordings found unfinished at start-up.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 HEADER_BYTES = 44
 CHANNELS = 2
@@ -56,17 +60,23 @@ def interleave(left: bytes | bytearray, right: bytes | bytearray) -> bytes:
 
 
 class StereoWavRecorder:
-    """A 16-bit stereo WAV written incrementally; thread-safe (the media thread writes, the call flow closes)."""
+    """A 16-bit stereo WAV written incrementally; thread-safe (the media thread writes, the call flow closes).
+
+    ``write`` only appends to memory, so a slow or stalled disk never holds up the media
+    thread; one background thread per process writes every recorder's audio each second.
+    A failed disk write is raised (as RecordingError) by the next ``write``.
+    """
 
     def __init__(self, path: Path | str, sample_rate: int = 8000) -> None:
         self.path = Path(path)
         self.sample_rate = sample_rate
-        self._flush_bytes = int(sample_rate * FLUSH_SECONDS) * SAMPLE_WIDTH
         self._left = bytearray()
         self._right = bytearray()
         self._data_bytes = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the buffers: taken by write, briefly by flush
+        self._file_lock = threading.Lock()  # the file: flush and close only, never the media thread
         self._closed = False
+        self._error: RecordingError | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "wb")
@@ -74,6 +84,7 @@ class StereoWavRecorder:
             self._file.flush()
         except OSError as exc:
             raise RecordingError(f"cannot create recording {self.path}: {exc.strerror or exc}") from exc
+        FLUSHER.add(self)
 
     @property
     def duration(self) -> float:
@@ -84,23 +95,41 @@ class StereoWavRecorder:
         """Append one frame per channel (16-bit mono, equal lengths). Frames after close are dropped."""
         if len(left) != len(right):
             raise ValueError(f"left and right frames differ in length ({len(left)} != {len(right)})")
-        with self._lock:
-            if self._closed:
-                return
-            self._left += left
-            self._right += right
-            if len(self._left) >= self._flush_bytes:
-                self._flush()
-
-    def close(self) -> RecordingResult:
-        """Write what is buffered, finish the header and return duration, size and SHA-256."""
+        if self._error is not None:
+            raise self._error
         with self._lock:
             if not self._closed:
-                self._closed = True
-                try:
-                    self._flush()
-                finally:
-                    self._close_file()
+                self._left += left
+                self._right += right
+
+    def flush(self) -> None:
+        """Write what is buffered and the header covering it (the background thread does this every second)."""
+        with self._file_lock:
+            if self._error is not None or self._file.closed:
+                return
+            with self._lock:
+                left, right = self._left, self._right
+                self._left, self._right = bytearray(), bytearray()
+            try:
+                self._write(interleave(left, right))
+            except RecordingError as exc:
+                self._error = exc
+                raise
+
+    def close(self) -> RecordingResult:
+        """Write what is buffered, finish the header and return duration, size and SHA-256.
+
+        After a write failure, the result describes what reached the disk.
+        """
+        FLUSHER.remove(self)
+        with self._lock:
+            self._closed = True
+        try:
+            self.flush()
+        except RecordingError:
+            pass  # already raised to the media thread by write
+        finally:
+            self._close_file()
         return RecordingResult(
             path=self.path,
             duration=self._data_bytes / (self.sample_rate * CHANNELS * SAMPLE_WIDTH),
@@ -109,18 +138,16 @@ class StereoWavRecorder:
         )
 
     def _close_file(self) -> None:
-        try:
-            self._file.close()
-        except OSError as exc:
-            raise RecordingError(f"cannot write recording {self.path}: {exc.strerror or exc}") from exc
+        with self._file_lock:
+            try:
+                self._file.close()
+            except OSError as exc:
+                raise RecordingError(f"cannot write recording {self.path}: {exc.strerror or exc}") from exc
 
-    def _flush(self) -> None:
+    def _write(self, stereo: bytes) -> None:
         """Data first, then the header that covers it: a crash in between leaves a valid shorter file."""
-        if not self._left:
+        if not stereo:
             return
-        stereo = interleave(self._left, self._right)
-        self._left.clear()
-        self._right.clear()
         try:
             self._file.write(stereo)
             self._data_bytes += len(stereo)
@@ -131,6 +158,41 @@ class StereoWavRecorder:
             self._file.flush()
         except OSError as exc:
             raise RecordingError(f"cannot write recording {self.path}: {exc.strerror or exc}") from exc
+
+
+class Flusher:
+    """The background thread writing every open recorder's buffered audio once a second."""
+
+    def __init__(self) -> None:
+        self._recorders: set[StereoWavRecorder] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, recorder: StereoWavRecorder) -> None:
+        with self._lock:
+            self._recorders.add(recorder)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="recording-flusher", daemon=True)
+                self._thread.start()
+
+    def remove(self, recorder: StereoWavRecorder) -> None:
+        with self._lock:
+            self._recorders.discard(recorder)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            with self._lock:
+                recorders = list(self._recorders)
+            for recorder in recorders:
+                try:
+                    recorder.flush()
+                except RecordingError as exc:
+                    log.error("%s", exc)
+                    self.remove(recorder)
+
+
+FLUSHER = Flusher()
 
 
 def file_sha256(path: Path) -> str:

@@ -54,10 +54,13 @@ def test_left_and_right_channels_and_result(tmp_path: Path) -> None:
 
 def test_header_is_valid_while_recording(tmp_path: Path) -> None:
     recorder = StereoWavRecorder(tmp_path / "live.wav")
-    for _ in range(130):  # 2.6 s: two whole seconds are on disk
+    for _ in range(130):
         recorder.write(frame(100), frame(200))
     with wave.open(str(recorder.path)) as wav:
-        assert wav.getnframes() == 16000
+        assert wav.getnframes() == 0  # nothing written by the media thread itself
+    time.sleep(1.5)  # the background thread writes once a second
+    with wave.open(str(recorder.path)) as wav:
+        assert wav.getnframes() == 130 * FRAME
     recorder.close()
 
 
@@ -111,7 +114,7 @@ def test_sigkill_leaves_a_playable_file_up_to_the_last_second(tmp_path: Path) ->
     writer.wait(timeout=10)
 
     duration = sox_duration(path)
-    assert 2.9 <= duration <= 3.6, duration
+    assert 2.4 <= duration <= 3.6, duration  # written once a second
     samples, _ = read_wav(path)
     frames = len(samples) // FRAME
     assert (samples[:, 0].reshape(frames, FRAME)[:, 0] == np.arange(frames)).all()
@@ -147,9 +150,10 @@ def test_repair_wav_refuses_other_files(tmp_path: Path) -> None:
 
 def test_write_failure_mid_call_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "full.wav"
-    writer = start_writer(path, file_size_limit=50_000)  # full after about 1.5 s
+    writer = start_writer(path, file_size_limit=50_000)  # full after about 1.5 s of audio
     output, errors = writer.communicate(timeout=30)
-    assert errors == ""
+    assert "Traceback" not in errors
     assert output.startswith(f"RecordingError: cannot write recording {path}: File too large\n")
-    assert output.endswith("closed 1.0\n")  # closing after the failure still gives the result
-    assert sox_duration(path) == pytest.approx(1.0)
+    assert output.splitlines()[-1].startswith("closed ")  # closing after the failure still gives the result
+    assert 0.9 <= float(output.split()[-1]) <= 1.5
+    assert 0.9 <= sox_duration(path) <= 1.5  # what fitted, header included

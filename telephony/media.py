@@ -57,7 +57,13 @@ class Recorder(Protocol):
 
 @dataclass
 class LegStats:
-    """Counters of one leg; ``lost`` and ``late`` are frames, the rest packets."""
+    """Counters of one leg: ``lost``, ``late``, ``dropped`` and ``underruns`` count 20 ms frames, the rest packets.
+
+    lost: a frame missing while later ones had arrived (played as silence); late: arrived after
+    its turn, or a duplicate; dropped: the buffer overflowed; underruns: nothing was buffered
+    (the sender paused or stopped); ignored_*: not RTP (STUN, RTCP, garbage), from a source
+    other than the latched peer, or of a payload type not negotiated.
+    """
 
     received: int = 0
     sent: int = 0
@@ -77,6 +83,8 @@ class LegStats:
 
 @dataclass
 class EngineStats:
+    """How well the 20 ms clock kept time; ``max_lateness`` in seconds."""
+
     ticks: int = 0
     max_lateness: float = 0.0
     late_ticks: int = 0  # ticks run more than one frame after their time

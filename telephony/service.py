@@ -182,12 +182,19 @@ class HotlineService:
                 row = log_inbound(session, self.settings, caller=sip_call.caller, callee=sip_call.callee,
                                   sip_call_id=sip_call.call_id)
                 active = ActiveCall(sip_call, row.id)
-            self.calls[sip_call.call_id] = active
+        except Exception:
+            log.exception("cannot log call %s from %s: refusing it", sip_call.call_id, sip_call.caller)
+            sip_call.hangup()
+            return
+        self.calls[sip_call.call_id] = active
+        try:
             outcome, party = self._run_call(active)
-            self._finish(active, outcome, party)
         except Exception:
             log.exception("call %s failed", sip_call.call_id)
             sip_call.hangup()
+            outcome, party = CallOutcome.FAILED, HangupParty.SYSTEM
+        try:
+            self._finish(active, outcome, party)
         finally:
             self.calls.pop(sip_call.call_id, None)
             self._threads = [t for t in self._threads if t.is_alive() and t is not threading.current_thread()]
@@ -222,16 +229,16 @@ class HotlineService:
     def _start_recording(self, active: ActiveCall) -> None:
         """Open the WAV before the answer, so the recording covers the call from its first frame."""
         path = recording_path(self.settings, active.call_id)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            active.recorder = StereoWavRecorder(path, sample_rate=self.settings.recording.sample_rate)
-        except (OSError, RecordingError) as exc:
-            self._recording_failed(active, str(exc))
-            return
         with session_scope(self.settings) as session:
             recording = open_recording(session, session.get(Call, active.call_id), str(path),
                                        sample_rate=self.settings.recording.sample_rate, channels=2)
             active.recording_id = recording.id
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            active.recorder = StereoWavRecorder(path, sample_rate=self.settings.recording.sample_rate)
+        except (OSError, RecordingError) as exc:
+            self._recording_failed(active, str(exc))  # the call goes on, with an alarm and a FAILED row
+            return
         assert active.leg is not None
         active.leg.on_recorder_error = lambda exc: self._recording_failed(active, str(exc))
         active.leg.attach_recorder(active.recorder)

@@ -78,7 +78,21 @@ class Peer:
 def baresip_caller(workdir: Path, source_wav: Path, target: str, *, user: str = CALLER_NUMBER,
                    codecs: str = "PCMU,PCMA", lifetime: int = 60) -> Peer:
     """baresip dialling ``target``, playing ``source_wav`` (8 kHz); the end of the file hangs up."""
+    account = f"<sip:{user}@{HOST}>;regint=0;audio_codecs={codecs}"
+    return _baresip(workdir, source_wav, account, ["-e", f"/dial {target}"], lifetime)
+
+
+def baresip_callee(workdir: Path, source_wav: Path, *, user: str = "2000", password: str = "secret",
+                   lifetime: int = 120) -> Peer:
+    """baresip registered at the PBX as ``user``, answering at once; what it hears goes to dump-*-dec.wav."""
+    account = f"<sip:{user}@{HOST}:{PBX_PORT}>;auth_pass={password};regint=60;answermode=auto;audio_codecs=PCMU,PCMA"
+    return _baresip(workdir, source_wav, account, [], lifetime, modules=("sndfile",))
+
+
+def _baresip(workdir: Path, source_wav: Path, account: str, args: list[str], lifetime: int,
+             modules: tuple[str, ...] = ()) -> Peer:
     workdir.mkdir(parents=True, exist_ok=True)
+    extra = "".join(f"module {name}.so\n" for name in modules)
     (workdir / "config").write_text(
         f"""poll_method epoll
 sip_listen {HOST}:{BARESIP_PORT}
@@ -91,14 +105,14 @@ rtp_ports {BARESIP_RTP[0]}-{BARESIP_RTP[1]}
 module_path /usr/lib/baresip/modules
 module g711.so
 module aufile.so
-module_tmp uuid.so
+{extra}module_tmp uuid.so
 module_tmp account.so
 module_app menu.so
 snd_path {workdir}
 """)
-    (workdir / "accounts").write_text(f"<sip:{user}@{HOST}>;regint=0;audio_codecs={codecs}\n")
-    args = [binary("baresip"), "-f", str(workdir), "-e", f"/dial {target}", "-t", str(lifetime)]
-    return Peer(args, workdir / "baresip.log", cwd=workdir)
+    (workdir / "accounts").write_text(account + "\n")
+    return Peer([binary("baresip"), "-f", str(workdir), *args, "-t", str(lifetime)], workdir / "baresip.log",
+                cwd=workdir)
 
 
 # --- sipp ---------------------------------------------------------------------------------------

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -136,19 +134,19 @@ def audio_seconds(path: Path) -> float:
 
 def test_kill_9_mid_call_leaves_a_playable_recording_that_is_repaired_at_start(
         start_service: Callable[..., HotlineService], sip_settings: Settings, sipp_dir: Path,
-        hotline_env: dict[str, str]) -> None:
-    process = subprocess.Popen([sys.executable, "-m", "hotline", "sip"], env={**os.environ, **hotline_env},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        tmp_path: Path) -> None:
+    hotline = peers.Peer([sys.executable, "-m", "hotline", "sip"], tmp_path / "hotline-sip.log")
+    process = hotline.process
+    assert peers.wait_for(lambda: "hotline sip: numbers" in hotline.output(), 20), hotline.output()[-3000:]
     caller = peers.sipp("uac_bye", sipp_dir, extra=["-d", "20000"])
     try:
-        assert peers.wait_for(lambda: live_recording(sip_settings) is not None, 20), "never answered"
+        assert peers.wait_for(lambda: live_recording(sip_settings) is not None, 20), hotline.output()[-3000:]
         time.sleep(4.0)
         process.send_signal(signal.SIGKILL)
         process.wait(5)
     finally:
         caller.stop()
-        if process.poll() is None:
-            process.kill()
+        hotline.stop()
     path = Path(live_recording(sip_settings))
     samples, rate = read_wav(path)  # playable as it is, before any repair
     assert rate == 8000 and len(samples) / 8000 >= 2.5
@@ -188,3 +186,22 @@ def test_a_call_longer_than_a_minute_survives(service: HotlineService, sip_setti
     assert call.outcome is CallOutcome.ABANDONED and call.hangup_by is HangupParty.CUSTOMER
     assert (call.ended_at - call.answered_at).total_seconds() >= 65
     assert call.recording.duration >= 65
+
+
+def test_recording_that_cannot_be_written_raises_an_alarm_and_the_call_goes_on(
+        start_service: Callable[..., HotlineService], sip_settings: Settings, sipp_dir: Path,
+        tmp_path: Path) -> None:
+    from models.alarm import Alarm, AlarmKind
+
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    sip_settings.recording.directory = str(blocker / "recordings")
+    start_service()
+    logs = run_sipp("uac_bye", sipp_dir, pause_ms=2000)
+    assert "answer " in logs
+    [call] = wait_ended(sip_settings)
+    assert call.outcome is CallOutcome.ABANDONED and call.answered_at is not None
+    assert call.recording.state is RecordingState.FAILED and "not-a-directory" in call.recording.error
+    with session_scope(sip_settings) as session:
+        alarms = list(session.scalars(select(Alarm).where(Alarm.kind == AlarmKind.RECORDING_FAILED)))
+        assert [a.call_id for a in alarms] == [call.id]

@@ -199,3 +199,55 @@ def test_sdp_parsing_keeps_the_offer_order() -> None:
     assert sip.choose_codec(offer) == sip.Codec(8, "PCMA", 101)
     answer = sip.build_sdp("127.0.0.1", 20000, [sip.Codec(8, "PCMA", 101)], 1).decode()
     assert re.search(r"^m=audio 20000 RTP/AVP 8 101\r$", answer, re.M)
+
+
+def dial_baresip(endpoint: sip.Endpoint, tmp_path: Path, speech: Path, hold_seconds: float) -> Path:
+    """Dial baresip (extension 2000), play ``speech`` to it, hold, hang up; returns its workdir."""
+    from telephony.media import MediaEngine
+
+    callee_dir = tmp_path / "callee"
+    long_source = peers.speech_wav("Thank you for waiting.", tmp_path / "callee.wav",
+                                   pad_seconds=hold_seconds + 30)  # its end would hang up
+    callee = peers.baresip_callee(callee_dir, long_source)
+    media = MediaEngine(peers.HOST, *peers.HOTLINE_RTP)
+    media.start()
+    try:
+        assert peers.wait_for(lambda: "registered successfully" in callee.output().lower()
+                              or "200 ok" in callee.output().lower(), 10), callee.output()[-2000:]
+        leg = media.open_leg()
+        call = endpoint.dial("2000", leg.local_port)
+        assert call.wait_answered(10), f"status {call.status}: {callee.output()[-2000:]}"
+        assert call.remote_media is not None and call.codec is not None
+        leg.connect((call.remote_media.address, call.remote_media.port), call.codec.payload_type)
+        leg.play(read_pcm(speech))
+        # pyVoIP's ACK had a fresh To-tag: baresip never matched it and hung up after ~32 s.
+        assert not call.ended.wait(hold_seconds), f"the far end hung up: {call.end_reason}"
+        call.hangup()
+        assert peers.wait_for(lambda: call.bye_status != 0, 10) and call.bye_status == 200
+        leg.close()
+    finally:
+        media.stop()
+        callee.stop()
+    return callee_dir
+
+
+def read_pcm(path: Path) -> bytes:
+    from tests.telephony.audio_checks import read_wav
+
+    return read_wav(path)[0][:, 0].tobytes()
+
+
+def test_dial_out_reaches_baresip_with_our_audio(registered: sip.Endpoint, tmp_path: Path,
+                                                 caller_speech: Path) -> None:
+    from tests.telephony.audio_checks import MATCH_THRESHOLD, best_correlation, read_wav
+
+    callee_dir = dial_baresip(registered, tmp_path, caller_speech, hold_seconds=8)
+    [heard] = callee_dir.glob("dump-*-dec.wav")
+    correlation, _ = best_correlation(read_wav(caller_speech)[0][:, 0], read_wav(heard)[0][:, 0])
+    assert correlation >= MATCH_THRESHOLD, correlation
+
+
+@pytest.mark.slow
+def test_dialled_call_lasts_more_than_a_minute(registered: sip.Endpoint, tmp_path: Path,
+                                               caller_speech: Path) -> None:
+    dial_baresip(registered, tmp_path, caller_speech, hold_seconds=65)

@@ -26,11 +26,14 @@ def enqueue_transcription(settings: Settings, recording_id: int) -> Job:
     )
 
 
-def enqueue_live_transcription(settings: Settings, recording_id: int) -> Job:
+def enqueue_live_transcription(settings: Settings, recording_id: int) -> Job | None:
     """Transcribe a recording while it is being written; call when the recording opens.
 
-    Not retried: after a crash the batch job, enqueued when the recording closes, takes over.
+    Nothing is enqueued when ``transcription.streaming`` is off. Not retried: after a crash the
+    batch job, enqueued when the recording closes, takes over.
     """
+    if not settings.transcription.streaming:
+        return None
     return queue(settings, "transcription").enqueue(
         "workers.transcription.transcribe_live", recording_id,
         job_timeout=LIVE_TIMEOUT, description=f"live transcription of recording {recording_id}",

@@ -149,8 +149,8 @@ def vosk_model(model_dir: str | Path) -> SpeechModel:
     model_dir = str(Path(model_dir).resolve())
     load_model(model_dir)
     rate = model_rate(model_dir)
-    return SpeechModel(name=Path(model_dir).name if Path(model_dir).name != "model" else model_dir,
-                       sample_rate=rate, new_recognizer=lambda: VoskRecognizer(model_dir, rate))
+    # Named by its path: "done with this model" must not confuse two models of one name.
+    return SpeechModel(name=model_dir, sample_rate=rate, new_recognizer=lambda: VoskRecognizer(model_dir, rate))
 
 
 # --- Decoding ---------------------------------------------------------------------------

@@ -315,7 +315,8 @@ def transcribe_recording(recording_id: int) -> dict[str, Any]:
 
 def transcribe_live(recording_id: int) -> dict[str, Any]:
     """RQ job: live transcription while the call runs (not retried: the batch job is the fallback)."""
-    os.nice(LIVE_NICENESS)  # only this work-horse: the worker forks one per job
+    # Only this work-horse (the worker forks one per job); absolute, so it never accumulates.
+    os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), LIVE_NICENESS))
     return _job(lambda settings: follow(settings, recording_id))
 
 

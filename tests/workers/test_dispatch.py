@@ -23,6 +23,12 @@ def test_live_transcription_is_not_retried(settings: Settings) -> None:
     assert job.timeout == dispatch.LIVE_TIMEOUT
 
 
+def test_live_transcription_follows_the_streaming_setting(settings: Settings) -> None:
+    settings.transcription.streaming = False
+    assert dispatch.enqueue_live_transcription(settings, 42) is None
+    assert queue(settings, "transcription").count == 0
+
+
 def test_closing_a_recording_enqueues_its_transcription(settings: Settings) -> None:
     from models.calllog import close_recording, log_inbound, open_recording
     from models.db import session_scope

@@ -168,7 +168,8 @@ def test_wav_layout_reads_the_recorder_header_while_it_grows(tmp_path: Path) -> 
     layout = speech.wav_layout((tmp_path / "r.wav").read_bytes())
     assert layout is not None and (layout.raw_format, layout.channels, layout.sample_rate) == ("s16le", 2, 8000)
     assert speech.available_bytes(layout, 44) == 0
-    recorder.write(bytes(16000 * 2), bytes(16000 * 2))  # two seconds: flushed
+    recorder.write(bytes(16000 * 2), bytes(16000 * 2))  # two seconds
+    recorder.flush()  # as its background thread does every second
     layout = speech.wav_layout((tmp_path / "r.wav").read_bytes())
     assert speech.available_bytes(layout, (tmp_path / "r.wav").stat().st_size) == 64000
     recorder.close()

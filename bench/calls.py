@@ -6,7 +6,7 @@ then hangs up. The run stops at the first N whose recordings lose more than 0.1 
 frames, and prints for each N: frames lost, call setup p95 (INVITE → 200 OK, as sipp measured
 it, including ``sip.answer_delay``), and the CPU of ``hotline sip`` and Kamailio per call.
 
-    python bench/calls.py [--seconds 30] [--max-calls 400] [--answer-delay 0]
+    python bench/calls.py [--seconds 30] [--rate 10] [--steps 10,20,40] [--answer-delay 0]
 
 Runs in a temporary HOTLINE_HOME on its own ports (PBX 5260, Hotline 5262, sipp 5270).
 """
@@ -37,7 +37,7 @@ from models.db import session_scope  # noqa: E402
 from models.recording import Recording  # noqa: E402
 
 PBX_PORT, HOTLINE_PORT, SIPP_PORT = 5260, 5262, 5270
-SIPP_RTP = (40000, 49998)
+SIPP_MEDIA_PORT = 40000  # sipp gives each call's rtp_stream its own port from here
 SCENARIO = ROOT / "tests" / "telephony" / "sipp" / "uac_bye.xml"
 LOSS_LIMIT = 0.001
 EDGE_SECONDS = 0.5  # frames this close to the answer or the hang-up are not judged
@@ -97,20 +97,15 @@ def setup_times(workdir: Path) -> list[float]:
     values = []
     for path in workdir.glob("uac_bye_*_rtt.csv"):
         with open(path) as handle:
-            for row in csv.DictReader(handle, delimiter=";"):
-                value = row.get("rtd1") or row.get("rtd1(ms)") or next(
-                    (v for k, v in row.items() if k and k.lower().startswith("rtd1")), None)
-                if value:
-                    values.append(float(value))
+            values += [float(row["response_time_ms"]) for row in csv.DictReader(handle, delimiter=";")]
             path.unlink()
     return values
 
 
-def run_round(settings_env: dict[str, str], workdir: Path, calls: int, seconds: float, settings, after_id: int,
-              hotline_pid: int) -> dict[str, float]:
+def run_round(settings_env: dict[str, str], workdir: Path, calls: int, seconds: float, rate: float, settings,
+              after_id: int, hotline_pid: int) -> dict[str, float]:
     sipp_args = ["sipp", f"127.0.0.1:{PBX_PORT}", "-sf", str(SCENARIO), "-s", "1000", "-i", "127.0.0.1",
-                 "-p", str(SIPP_PORT), "-mi", "127.0.0.1", "-min_rtp_port", str(SIPP_RTP[0]), "-max_rtp_port",
-                 str(SIPP_RTP[1]), "-m", str(calls), "-l", str(calls), "-r", str(min(calls, 50)),
+                 "-p", str(SIPP_PORT), "-mi", "127.0.0.1", "-mp", str(SIPP_MEDIA_PORT), "-m", str(calls), "-l", str(calls), "-r", str(rate),
                  "-d", str(int(seconds * 1000)), "-nostdin", "-trace_rtt", "-rtt_freq", "1",
                  "-timeout", str(int(seconds + 120)), "-timeout_error"]
     pids = kamailio_pids(Path(settings_env["HOTLINE_HOME"]))
@@ -118,6 +113,8 @@ def run_round(settings_env: dict[str, str], workdir: Path, calls: int, seconds: 
     started = time.monotonic()
     result = subprocess.run(sipp_args, cwd=workdir, capture_output=True, text=True)
     wall = time.monotonic() - started
+    if result.returncode != 0:
+        print(result.stdout[-1500:], result.stderr[-1500:], file=sys.stderr)
     cpu_after = cpu_seconds(hotline_pid), sum(cpu_seconds(p) for p in pids)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -137,8 +134,10 @@ def run_round(settings_env: dict[str, str], workdir: Path, calls: int, seconds: 
     return {
         "calls": calls, "sipp_ok": float(result.returncode == 0), "recordings": len(paths),
         "loss": lost / judged if judged else 1.0, "setup_p95_ms": float(np.percentile(setups, 95)) if setups else -1,
-        "cpu_per_call": 100 * (cpu_after[0] - cpu_before[0]) / wall / calls,
-        "pbx_cpu_per_call": 100 * (cpu_after[1] - cpu_before[1]) / wall / calls,
+        # % of one core per call: CPU seconds over the seconds of call time they served
+        "cpu_per_call": 100 * (cpu_after[0] - cpu_before[0]) / (calls * seconds),
+        "pbx_cpu_per_call": 100 * (cpu_after[1] - cpu_before[1]) / (calls * seconds),
+        "cpu_total": 100 * (cpu_after[0] - cpu_before[0]) / wall,
         "last_id": last_id,
     }
 
@@ -147,13 +146,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each call")
     parser.add_argument("--max-calls", type=int, default=400)
+    parser.add_argument("--rate", type=float, default=10.0, help="new calls per second while ramping up")
     parser.add_argument("--answer-delay", type=float, default=0.0, help="sip.answer_delay during the bench")
     parser.add_argument("--steps", default="10,20,40,60,80,100,150,200,300,400")
     args = parser.parse_args()
     for tool in ("sipp", "kamailio", "espeak-ng", "sox"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed")
-    home = Path(tempfile.mkdtemp(prefix="hotline-bench-"))
+    home = Path(tempfile.mkdtemp(prefix="hotline-bench-calls-"))
     workdir = home / "sipp"
     workdir.mkdir()
     make_source(workdir)
@@ -184,11 +184,12 @@ recording_notice = "录音"
         for calls in (int(n) for n in args.steps.split(",")):
             if calls > args.max_calls:
                 break
-            figures = run_round(env, workdir, calls, args.seconds, settings, last_id, hotline.pid)
+            figures = run_round(env, workdir, calls, args.seconds, args.rate, settings, last_id, hotline.pid)
             last_id = int(figures["last_id"])
             print(f"{calls:>6} {100 * figures['loss']:>11.3f}% {figures['setup_p95_ms']:>8.0f}ms "
                   f"{figures['cpu_per_call']:>8.2f}% {figures['pbx_cpu_per_call']:>12.2f}%"
-                  f"  ({int(figures['recordings'])} recordings, sipp {'ok' if figures['sipp_ok'] else 'FAILED'})",
+                  f"  (hotline sip {figures['cpu_total']:.0f} % of a core over the round,"
+                  f" {int(figures['recordings'])} recordings, sipp {'ok' if figures['sipp_ok'] else 'FAILED'})",
                   flush=True)
             if figures["loss"] > LOSS_LIMIT or not figures["sipp_ok"] or figures["recordings"] < calls:
                 break

@@ -181,6 +181,7 @@ class LocalPbx:
         self.process = subprocess.Popen(
             [binary, "-DD", "-E", "-f", str(config), "-w", str(self.directory), "-m", "64", "-M", "8"],
             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: stopping it reaches every worker it forked
         )
         log_file.close()
         self.pid_path.write_text(str(self.process.pid))
@@ -203,12 +204,11 @@ class LocalPbx:
         if str(self.config_path).encode() not in cmdline:
             return
         log.warning("stopping the local PBX left running by a previous Hotline (pid %s)", pid)
-        os.kill(pid, signal.SIGTERM)
+        _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
         while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.05)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        _signal_group(pid, signal.SIGKILL)  # workers that outlived their main process
 
     def _wait_ready(self) -> bool:
         """Ready when an OPTIONS gets the Server header of this boot."""
@@ -238,12 +238,13 @@ class LocalPbx:
         if self.process is None:
             return
         if self.process.poll() is None:
-            self.process.terminate()
+            _signal_group(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                pass
+        _signal_group(self.process.pid, signal.SIGKILL)  # workers left behind by the main process
+        self.process.wait()
         self.process = None
         self.pid_path.unlink(missing_ok=True)
 
@@ -263,3 +264,11 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    """Signal Kamailio's process group (its pid: it was started as a session leader)."""
+    try:
+        os.killpg(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -239,3 +239,7 @@ main.add_command(calls)
 from hotline.commands.transcribe import transcribe  # noqa: E402
 
 main.add_command(transcribe)
+
+from hotline.commands.demo import demo  # noqa: E402
+
+main.add_command(demo)

@@ -159,13 +159,6 @@ def sip_ping(user: str, port: int, timeout: float = 1.0) -> int | None:
     return None
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = POLL) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 @dataclass
@@ -174,7 +167,6 @@ class Customer:
 
     number: str
     phone: Softphone
-    call_id: int | None = None
     reported: set[str] = field(default_factory=set)
     started: float = 0.0
     done: bool = False
@@ -209,6 +201,7 @@ class Demo:
         self.first_call_id = 0
         self.t0 = time.monotonic()
         self.succeeded = False
+        self.stopped = threading.Event()  # the services are down (Ctrl-C): the scenario gives up
 
     def say(self, text: str) -> None:
         self.echo(f"[demo {time.monotonic() - self.t0:5.1f} s] {text}")
@@ -269,9 +262,10 @@ class Demo:
         try:
             run_services(SERVICES, self.settings)
         finally:
+            self.stopped.set()
+            scenario.join(5)  # before the phones stop, so that it starts none after
             for phone in self._phones():
                 phone.stop()
-        scenario.join(5)
         return 0 if self.succeeded else 1
 
     def _phones(self) -> list[Softphone]:
@@ -282,7 +276,7 @@ class Demo:
             self.succeeded = self._drive()
         except Exception as exc:  # reported, and the demo fails instead of hanging
             self.say(f"演示失败 / demo failed: {exc!r}")
-        if not self.keep_running:
+        if not self.keep_running and not self.stopped.is_set():
             os.kill(os.getpid(), signal.SIGTERM)  # run_services stops every service, as at Ctrl-C
 
     def _drive(self) -> bool:
@@ -292,10 +286,15 @@ class Demo:
             self.say(f"热线号码 {number} 未注册 / hotline number {number} did not register")
             return False
         self.say(f"热线 {number} 已就绪 / hotline number {number} registered at the PBX on {HOST}:{pbx_port}")
+        web = self.settings.web
+        self.say(f"网页 / web UI: http://{web.host}:{web.port}/calls/ — 用管理员账号登录 (密码见上方 hotline init 的输出) / "
+                 "log in as the admin (password printed by hotline init above)")
         self._start_agents()
         for index, customer in enumerate(self.customers):
             if index:
                 self._watch(CUSTOMER_GAP)
+            if self.stopped.is_set():
+                return False
             customer.phone.start(f"/dial sip:{number}@{HOST}:{pbx_port}", lifetime=CUSTOMER_LIFETIME)
             customer.started = time.monotonic()
             self.say(f"客户 {customer.number} 拨打 {number} / customer {customer.number} dials {number}")
@@ -304,7 +303,7 @@ class Demo:
 
     def _start_agents(self) -> None:
         for agent in self.agents:
-            assert agent.phone is not None
+            assert agent.phone is not None and not self.stopped.is_set()
             agent.phone.start(lifetime=None if self.keep_running else AGENT_LIFETIME_ONCE)
         for agent in self.agents:
             if self._registered(agent.extension, 10.0):
@@ -318,16 +317,20 @@ class Demo:
                      "(next release); callers wait queued until they hang up")
 
     def _registered(self, extension: str, timeout: float) -> bool:
-        return wait_until(lambda: sip_ping(extension, self.settings.sip.pbx_port) == 200, timeout, 0.5)
+        deadline = time.monotonic() + timeout
+        while not self.stopped.is_set() and time.monotonic() < deadline:
+            if sip_ping(extension, self.settings.sip.pbx_port) == 200:
+                return True
+            self.stopped.wait(0.5)
+        return False
 
     def _watch(self, seconds: float, *, until_done: bool = False) -> None:
         """Report the calls from the call log for ``seconds`` (or until every call is done)."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             self._report()
-            if until_done and all(customer.done for customer in self.customers):
+            if (until_done and all(customer.done for customer in self.customers)) or self.stopped.wait(POLL):
                 return
-            time.sleep(POLL)
         for customer in self.customers if until_done else ():
             if not customer.done:
                 customer.done = True
@@ -351,7 +354,6 @@ class Demo:
                 self.say(f"{name} 的来电未到达 / customer {customer.number}: no call arrived "
                          f"(see {customer.phone.directory}/baresip.log)")
             return
-        customer.call_id = call.id
         self._once(customer, "ringing", f"{name} 来电, 振铃 / ringing (call {call.id})")
         if call.answered_at:
             waited = (call.answered_at - call.ring_at).total_seconds()
@@ -380,10 +382,7 @@ class Demo:
 
     def _summary(self) -> bool:
         good = sum(customer.succeeded for customer in self.customers)
-        web = self.settings.web
         self.say(f"{good}/{len(self.customers)} 通来电已接听并录音 / calls answered and recorded")
-        self.say(f"网页 / web UI: http://{web.host}:{web.port}/calls/ — 用管理员账号登录 (密码见 hotline init 的输出) / "
-                 "log in as the admin (password printed by hotline init)")
         if self.keep_running:
             self.say("系统继续运行, Ctrl-C 停止 / still running: call the hotline from a softphone; Ctrl-C stops")
         return good == len(self.customers)

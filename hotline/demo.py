@@ -276,8 +276,10 @@ class Demo:
             self.succeeded = self._drive()
         except Exception as exc:  # reported, and the demo fails instead of hanging
             self.say(f"演示失败 / demo failed: {exc!r}")
+        # run_services stops every service at SIGTERM, as at Ctrl-C. Its handler is in place long before:
+        # it is set as soon as the services are spawned, and the scenario first waits for registration.
         if not self.keep_running and not self.stopped.is_set():
-            os.kill(os.getpid(), signal.SIGTERM)  # run_services stops every service, as at Ctrl-C
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def _drive(self) -> bool:
         pbx_port = self.settings.sip.pbx_port

@@ -128,6 +128,7 @@ class Transcription(Section):
     models: dict[str, str] = setting({}, "Vosk model directories by language, e.g. {zh = \"/opt/vosk-model-cn\"}.")
     default_language: str = setting("zh", "Language used when neither queue nor customer names one.")
     streaming: bool = setting(True, "Transcribe live calls while they run, so notes are ready within seconds.")
+    live_workers: int = setting(2, "Workers `hotline run` starts for live transcription: calls transcribed at once (≈ 600 MB each with a model).")
 
 
 SECTIONS: dict[str, type[Section]] = {

@@ -18,6 +18,7 @@ from models.accounts import AccountError, add_user
 from models.db import session_scope, upgrade
 from models.ticket import Priority, Ticket, TicketType, Urgency
 from models.user import Role, User
+from workers.connection import LIVE_QUEUE, QUEUE_NAMES, queue, redis_connection
 
 EXIT_CONFIG = 2
 
@@ -196,16 +197,16 @@ def web(ctx: click.Context, port: int | None) -> None:
 
 
 @main.command()
+@click.option("--queue", "queue_names", multiple=True, type=click.Choice([*QUEUE_NAMES, LIVE_QUEUE]),
+              help="Queue to serve; repeatable (default: all but the live-transcription queue).")
 @click.pass_context
-def worker(ctx: click.Context) -> None:
-    """Run an RQ worker for every Hotline queue (with RQ's scheduler for enqueue_at jobs)."""
-    from rq import Worker
-
-    from workers.connection import QUEUE_NAMES, queue
+def worker(ctx: click.Context, queue_names: tuple[str, ...]) -> None:
+    """Run an RQ worker (with RQ's scheduler for enqueue_at jobs); speech models load once, here."""
+    from workers.transcription import TranscriptionWorker
 
     settings = settings_of(ctx)
-    queues = [queue(settings, name) for name in QUEUE_NAMES]
-    Worker(queues, connection=queues[0].connection).work(with_scheduler=True)
+    queues = [queue(settings, name) for name in queue_names or QUEUE_NAMES]
+    TranscriptionWorker(queues, connection=queues[0].connection).work(with_scheduler=True)
 
 
 @main.command()
@@ -214,10 +215,8 @@ def scheduler(ctx: click.Context) -> None:
     """Run RQ's scheduler alone: moves jobs due by enqueue_at onto their queues."""
     from rq.scheduler import RQScheduler
 
-    from workers.connection import QUEUE_NAMES, redis_connection
-
     settings = settings_of(ctx)
-    RQScheduler(list(QUEUE_NAMES), connection=redis_connection(settings)).work()
+    RQScheduler([*QUEUE_NAMES, LIVE_QUEUE], connection=redis_connection(settings)).work()
 
 
 @main.command()
@@ -226,7 +225,8 @@ def run(ctx: click.Context) -> None:
     """Run the whole system: web UI, SIP endpoint (and the local PBX), worker, scheduler."""
     settings = settings_of(ctx)
     upgrade(settings)
-    services = ["web", "sip", "worker", "scheduler"]
+    live_workers = [["worker", "--queue", LIVE_QUEUE]] * settings.transcription.live_workers
+    services = [["web"], ["sip"], ["worker"], *live_workers, ["scheduler"]]
     sys.exit(run_services(services, settings))
 
 

@@ -23,10 +23,10 @@ RESTART_DELAY = 2.0
 STOP_TIMEOUT = 10.0
 
 
-def _start(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    log.info("starting %s", name)
+def _start(service: Sequence[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    log.info("starting %s", " ".join(service))
     # A session of its own: what a service forks (RQ's scheduler) is signalled with it, never orphaned.
-    return subprocess.Popen([sys.executable, "-m", "hotline", name], env=env, start_new_session=True)
+    return subprocess.Popen([sys.executable, "-m", "hotline", *service], env=env, start_new_session=True)
 
 
 def _signal_group(child: subprocess.Popen[bytes], signum: int) -> None:
@@ -36,12 +36,16 @@ def _signal_group(child: subprocess.Popen[bytes], signum: int) -> None:
         pass
 
 
-def run_services(names: Sequence[str], settings: Settings) -> int:
-    """Run the named services until Ctrl-C (or SIGTERM); returns the exit code."""
+def run_services(services: Sequence[str | Sequence[str]], settings: Settings) -> int:
+    """Run the services until Ctrl-C or SIGTERM; returns the exit code.
+
+    A service is a ``hotline`` subcommand: a name ("web") or its arguments (["worker", "--queue", "live"]).
+    """
+    services = [[service] if isinstance(service, str) else list(service) for service in services]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s hotline %(message)s")
     env = {**os.environ, "REDIS_URL": redis_url(settings), "HOTLINE_HOME": str(settings.home),
            "HOTLINE_CONFIG": str(settings.config_path)}
-    children = {name: _start(name, env) for name in names}
+    children = {index: _start(service, env) for index, service in enumerate(services)}
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
@@ -52,33 +56,34 @@ def run_services(names: Sequence[str], settings: Settings) -> int:
     signal.signal(signal.SIGTERM, stop)
     print(f"Hotline is running: web UI on http://{settings.web.host}:{settings.web.port}/ (Ctrl-C stops)",
           flush=True)
-    died_at: dict[str, float] = {}
+    died_at: dict[int, float] = {}
     while not stopping:
         time.sleep(0.5)
-        for name, child in list(children.items()):
+        for index, child in list(children.items()):
             if child.poll() is None:
                 continue
             # A crashed service comes back after a pause, so a crash loop cannot spin the CPU.
-            if name not in died_at:
+            if index not in died_at:
                 _signal_group(child, signal.SIGKILL)
-                log.warning("%s exited with code %s; restarting in %.0f s", name, child.returncode, RESTART_DELAY)
-                died_at[name] = time.monotonic()
-            elif time.monotonic() - died_at[name] >= RESTART_DELAY and not stopping:
-                del died_at[name]
-                children[name] = _start(name, env)
+                log.warning("%s exited with code %s; restarting in %.0f s",
+                            " ".join(services[index]), child.returncode, RESTART_DELAY)
+                died_at[index] = time.monotonic()
+            elif time.monotonic() - died_at[index] >= RESTART_DELAY and not stopping:
+                del died_at[index]
+                children[index] = _start(services[index], env)
     _stop_all(children)
     return 0
 
 
-def _stop_all(children: dict[str, subprocess.Popen[bytes]]) -> None:
+def _stop_all(children: dict[int, subprocess.Popen[bytes]]) -> None:
     for child in children.values():
         _signal_group(child, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
-    for name, child in children.items():
+    for child in children.values():
         try:
             child.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            log.warning("%s did not stop in time; killing it", name)
+            log.warning("%s did not stop in time; killing it", " ".join(child.args[3:]))
             _signal_group(child, signal.SIGKILL)
             child.wait()
     log.info("all services stopped")

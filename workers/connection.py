@@ -10,6 +10,9 @@ from rq import Queue
 from config import Settings
 
 QUEUE_NAMES = ("telephony", "transcription", "default")
+# Live transcription holds a worker for a whole call: its own queue and workers, so it never
+# delays batch transcription or callbacks.
+LIVE_QUEUE = "live"
 
 
 @lru_cache(maxsize=8)

@@ -6,7 +6,7 @@ from rq import Retry
 from rq.job import Job
 
 from config import Settings
-from workers.connection import queue
+from workers.connection import LIVE_QUEUE, queue
 
 # A killed worker or a locked database is worth retrying; bad audio stops at once (the job
 # itself cancels its remaining retries), so a bad file never loops.
@@ -34,7 +34,7 @@ def enqueue_live_transcription(settings: Settings, recording_id: int) -> Job | N
     """
     if not settings.transcription.streaming:
         return None
-    return queue(settings, "transcription").enqueue(
+    return queue(settings, LIVE_QUEUE).enqueue(
         "workers.transcription.transcribe_live", recording_id,
         job_timeout=LIVE_TIMEOUT, description=f"live transcription of recording {recording_id}",
     )

@@ -39,7 +39,7 @@ def children(pid: int) -> dict[str, psutil.Process]:
             command = process.cmdline()
         except psutil.ZombieProcess:
             continue
-        if command and command[-1] in ("web", "worker"):
+        if command and command[-1] in ("web", "worker", "live"):
             alive[command[-1]] = process
     return alive
 
@@ -48,7 +48,7 @@ def children(pid: int) -> dict[str, psutil.Process]:
 def supervisor(settings, tmp_path):
     (tmp_path / "hotline.toml").write_text(f"[web]\nport = {WEB_PORT}\n", encoding="utf-8")
     script = ("from config import load_settings; from hotline.supervisor import run_services; "
-              "import sys; sys.exit(run_services(['web', 'worker'], load_settings()))")
+              "import sys; sys.exit(run_services([['web'], ['worker'], ['worker', '--queue', 'live']], load_settings()))")
     process = subprocess.Popen([sys.executable, "-c", script], env=os.environ.copy())
     yield process
     if process.poll() is None:
@@ -60,7 +60,7 @@ def supervisor(settings, tmp_path):
 
 def test_services_start_restart_and_stop_together(supervisor):
     assert wait_for(web_answers, 30), "web UI did not come up"
-    assert wait_for(lambda: set(children(supervisor.pid)) == {"web", "worker"}, 10)
+    assert wait_for(lambda: set(children(supervisor.pid)) == {"web", "worker", "live"}, 10)
     worker = children(supervisor.pid)["worker"]
     worker.kill()
     assert wait_for(lambda: "worker" in children(supervisor.pid)

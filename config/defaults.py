@@ -128,6 +128,11 @@ class Transcription(Section):
     models: dict[str, str] = setting({}, "Vosk model directories by language, e.g. {zh = \"/opt/vosk-model-cn\"}.")
     default_language: str = setting("zh", "Language used when neither queue nor customer names one.")
     streaming: bool = setting(True, "Transcribe live calls while they run, so notes are ready within seconds.")
+    keywords: list[str] = setting(
+        ["投诉", "不满意", "退货", "换货", "退款", "差评", "维修", "故障", "质量问题", "赔偿", "12315"],
+        "Words flagged in a call's notes for the supervisor: complaints (投诉建议), 不满意, returns, repairs.",
+        SERVICE_MANUAL,
+    )
     live_workers: int = setting(2, "Workers `hotline run` starts for live transcription: calls transcribed at once (≈ 600 MB each with a model).")
 
 

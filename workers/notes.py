@@ -17,8 +17,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-# Words that change how the ticket is handled under the manuals (000, 001, 002).
-KEYWORDS = ("投诉", "不满意", "退货", "换货", "退款", "差评", "维修", "故障", "质量问题", "赔偿", "12315")
+from config.defaults import Transcription
+
+# The flagged words are a setting (transcription.keywords); these are its defaults.
+DEFAULT_KEYWORDS: tuple[str, ...] = tuple(Transcription().keywords)
 # Product model numbers as printed on products and orders: letters and digits, e.g. X200, KFR-35GW.
 MODEL_NUMBER = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{1,5}-?\d{2,6}[A-Za-z]{0,3}(?![A-Za-z0-9])")
 SPEAKERS = {"customer": "客户", "agent": "坐席"}
@@ -61,7 +63,8 @@ def joined(text: str) -> str:
     return re.sub(r"(?<=[^\x00-\x7f])\s+|\s+(?=[^\x00-\x7f])", "", text)
 
 
-def summarize(segments: Sequence[SegmentLike], duration: float) -> Summary:
+def summarize(segments: Sequence[SegmentLike], duration: float,
+              keywords: Sequence[str] = DEFAULT_KEYWORDS) -> Summary:
     """Length, share of talk time per side, flagged keywords and model numbers."""
     talk: Counter[str] = Counter()
     for segment in segments:
@@ -69,9 +72,9 @@ def summarize(segments: Sequence[SegmentLike], duration: float) -> Summary:
     total = sum(talk.values())
     share = {name: round(talk[name] / total, 3) if total else 0.0 for name in SPEAKERS}
     text = " ".join(joined(s.text) for s in segments)
-    keywords = {word: text.count(word) for word in KEYWORDS if word in text}
+    found = {word: text.count(word) for word in keywords if word in text}
     numbers = list(dict.fromkeys(m.upper() for m in MODEL_NUMBER.findall(text)))
-    return Summary(round(duration, 1), share, keywords, numbers)
+    return Summary(round(duration, 1), share, found, numbers)
 
 
 def summary_line(summary: Summary) -> str:
@@ -90,9 +93,10 @@ def dialogue(segments: Iterable[SegmentLike]) -> list[str]:
     return [f"[{clock(s.start)}] {SPEAKERS[channel_name(s)]}: {joined(s.text)}" for s in ordered]
 
 
-def transcript_note(segments: Sequence[SegmentLike], duration: float) -> tuple[str, Summary]:
+def transcript_note(segments: Sequence[SegmentLike], duration: float,
+                    keywords: Sequence[str] = DEFAULT_KEYWORDS) -> tuple[str, Summary]:
     """The note's text and its summary (kept as the note's data for reports and filters)."""
-    summary = summarize(segments, duration)
+    summary = summarize(segments, duration, keywords)
     lines = dialogue(segments) or ["(未识别到语音)"]
     return "\n".join([summary_line(summary), *lines]), summary
 

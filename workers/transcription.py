@@ -170,7 +170,7 @@ def finish(settings: Settings, transcript_id: int, result: Transcription) -> boo
             TranscriptSegment(transcript=transcript, channel=Channel(s.channel), start=s.start, end=s.end,
                               text=s.text, words=s.words)
             for s in result.segments)
-        text, summary = notes.transcript_note(result.segments, result.duration)
+        text, summary = notes.transcript_note(result.segments, result.duration, settings.transcription.keywords)
         write_note(session, transcript.recording, text, {
             "transcript_id": transcript.id, "recording_id": transcript.recording_id, "model": transcript.model,
             "live": transcript.live, **summary.as_dict()})

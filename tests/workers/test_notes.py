@@ -45,3 +45,8 @@ def test_failure_note_names_the_recording_and_the_command_to_retry() -> None:
     text = notes.failure_note("no speech model configured", "/rec/1.wav", 7)
     assert "通话转写失败: no speech model configured" in text
     assert "/rec/1.wav" in text and "hotline transcribe --call 7" in text
+
+
+def test_flagged_words_are_a_setting() -> None:
+    segments = [Segment("customer", 0, 2, "漏水 了 要 投诉")]
+    assert notes.summarize(segments, 2.0, keywords=["漏水"]).keywords == {"漏水": 1}

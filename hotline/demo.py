@@ -2,8 +2,8 @@
 
 Customers are baresip instances calling the hotline number from Chinese mobile numbers and
 speaking a Mandarin sentence (espeak-ng); agents are baresip instances registered at the local
-PBX with auto-answer. Every service runs as ``hotline run`` runs it; a thread of the demo drives
-the phones and reports each call from the call log, as the web UI shows it.
+PBX with auto-answer. The services are ``hotline run`` itself; meanwhile a thread of the demo
+drives the phones and reports each call from the call log, as the web UI shows it.
 
 Calls are not bridged to agents yet: the agents register so that they are ready for it, and the
 customers are answered, greeted, recorded, queued and ticketed by Hotline alone.
@@ -29,14 +29,12 @@ from sqlalchemy.orm import selectinload
 from werkzeug.security import generate_password_hash
 
 from config import Settings
-from hotline.supervisor import run_services
 from models.accounts import AccountError, add_user, sip_ha1
 from models.call import Call, CallState
 from models.db import session_scope
 from models.recording import RecordingState
 from models.user import Role, User
 
-SERVICES = ("web", "sip", "worker", "scheduler")
 HOST = "127.0.0.1"
 BINARIES = ("baresip", "espeak-ng", "sox")
 FIRST_CUSTOMER = 13800138001  # customers call from 13800138001, 13800138002, …
@@ -255,12 +253,14 @@ class Demo:
 
     # running
 
-    def run(self) -> int:
-        """Every service in the foreground, the scenario on a thread; stops at Ctrl-C (or after the calls)."""
+    def run(self, system: Callable[[], object]) -> int:
+        """``system`` runs every service until Ctrl-C or SIGTERM, while the scenario drives the phones."""
         scenario = threading.Thread(target=self._scenario, name="demo", daemon=True)
         scenario.start()
         try:
-            run_services(SERVICES, self.settings)
+            system()
+        except SystemExit:  # `hotline run` exits once its services have stopped; the phones remain
+            pass
         finally:
             self.stopped.set()
             scenario.join(5)  # before the phones stop, so that it starts none after
@@ -276,7 +276,7 @@ class Demo:
             self.succeeded = self._drive()
         except Exception as exc:  # reported, and the demo fails instead of hanging
             self.say(f"演示失败 / demo failed: {exc!r}")
-        # run_services stops every service at SIGTERM, as at Ctrl-C. Its handler is in place long before:
+        # `hotline run` stops every service at SIGTERM, as at Ctrl-C. Its handler is in place long before:
         # it is set as soon as the services are spawned, and the scenario first waits for registration.
         if not self.keep_running and not self.stopped.is_set():
             os.kill(os.getpid(), signal.SIGTERM)

@@ -20,7 +20,7 @@ def demo(ctx: click.Context, customers: int, keep_running: bool, phone_port: int
 
     With --once it exits 0 only if every customer's call was answered and recorded.
     """
-    from hotline.cli import init, settings_of
+    from hotline.cli import init, run, settings_of
     from hotline.demo import Demo, missing_binaries
 
     missing = missing_binaries()
@@ -33,4 +33,4 @@ def demo(ctx: click.Context, customers: int, keep_running: bool, phone_port: int
     runner = Demo(settings, customers=customers, phone_port=phone_port, keep_running=keep_running,
                   echo=click.echo)
     runner.prepare()
-    sys.exit(runner.run())
+    sys.exit(runner.run(lambda: ctx.invoke(run)))  # the services exactly as `hotline run` starts them

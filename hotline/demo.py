@@ -385,6 +385,6 @@ class Demo:
     def _summary(self) -> bool:
         good = sum(customer.succeeded for customer in self.customers)
         self.say(f"{good}/{len(self.customers)} 通来电已接听并录音 / calls answered and recorded")
-        if self.keep_running:
+        if self.keep_running and not self.stopped.is_set():
             self.say("系统继续运行, Ctrl-C 停止 / still running: call the hotline from a softphone; Ctrl-C stops")
         return good == len(self.customers)

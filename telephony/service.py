@@ -207,7 +207,9 @@ class HotlineService:
         sip_call = active.sip_call
         if sip_call.end_reason is sip.EndReason.REJECTED:  # no common codec: the endpoint sent 488
             return CallOutcome.REJECTED, HangupParty.SYSTEM
-        if sip_call.ended.wait(self.settings.sip.answer_delay):
+        # The delay counts from the INVITE, so the time spent logging the call is not added to it.
+        delay = self.settings.sip.answer_delay - (time.monotonic() - sip_call.created)
+        if sip_call.ended.wait(max(0.0, delay)):
             return CallOutcome.CANCELLED, HangupParty.CUSTOMER
         self._answer(active)
         if sip_call.state is not sip.CallState.ANSWERED:
@@ -216,6 +218,7 @@ class HotlineService:
         return self._wait_end(active)
 
     def _answer(self, active: ActiveCall) -> None:
+        """Media and the WAV first, then the 200 OK; the database rows follow the answer."""
         sip_call = active.sip_call
         leg = self.media.open_leg()
         active.leg = leg
@@ -224,19 +227,19 @@ class HotlineService:
         leg.connect((remote.address, remote.port), codec.payload_type, codec.dtmf_payload_type)
         sip_call.on_media = lambda c: leg.connect((c.remote_media.address, c.remote_media.port),
                                                   codec.payload_type, codec.dtmf_payload_type)
-        self._start_recording(active)
+        path = recording_path(self.settings, active.call_id)
+        self._start_recording(active, path)
         sip_call.answer(leg.local_port)
         active.answered = True
         with session_scope(self.settings) as session:
-            mark_answered(session, session.get(Call, active.call_id))
-
-    def _start_recording(self, active: ActiveCall) -> None:
-        """Open the WAV before the answer, so the recording covers the call from its first frame."""
-        path = recording_path(self.settings, active.call_id)
-        with session_scope(self.settings) as session:
-            recording = open_recording(session, session.get(Call, active.call_id), str(path),
-                                       sample_rate=self.settings.recording.sample_rate, channels=2)
+            call = session.get(Call, active.call_id)
+            mark_answered(session, call)
+            recording = open_recording(session, call, str(path), sample_rate=self.settings.recording.sample_rate,
+                                       channels=2)
             active.recording_id = recording.id
+
+    def _start_recording(self, active: ActiveCall, path: Path) -> None:
+        """Open the WAV before the answer, so the recording covers the call from its first frame."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             active.recorder = StereoWavRecorder(path, sample_rate=self.settings.recording.sample_rate)

@@ -400,6 +400,7 @@ class Call:
         self.codec: Codec | None = None
         self.local_sdp = b""
         self.session_id = int(time.time() * 1000) % 10**10
+        self.created = time.monotonic()  # when the INVITE arrived (inbound) or was sent
         self.answered = threading.Event()
         self.ended = threading.Event()
         self.on_end: Callable[[Call], None] | None = None
@@ -500,6 +501,10 @@ class Endpoint:
         self._receiver: threading.Thread | None = None
         self._running = False
         self._pbx_alive = True
+        self._handlers: dict[str, Callable[[Message], None]] = {
+            "INVITE": self._on_invite, "ACK": self._on_ack, "BYE": self._on_bye, "CANCEL": self._on_cancel,
+            "OPTIONS": self._on_options, "UPDATE": self._on_update, "REGISTER": self._on_register,
+        }
 
     # lifecycle
 
@@ -595,7 +600,7 @@ class Endpoint:
             if sent and msg.method != "ACK":
                 self.send(sent[1], response_address(msg))  # a retransmitted request
                 return
-            handler = getattr(self, f"_on_{msg.method.lower()}", None)
+            handler = self._handlers.get(msg.method)
             if handler is None:
                 self.respond(msg, 501)
             else:
@@ -925,8 +930,7 @@ class Endpoint:
             if msg.status in (401, 407) and account and authorization is None and call.state is CallState.RINGING:
                 self._send_invite(call, account, digest(account, msg, "INVITE", call.remote_target))
                 return
-            self._end(call, EndReason.CANCELLED if msg.status == 487 and call.end_reason is None
-                      else EndReason.REJECTED)
+            self._end(call, EndReason.REJECTED)  # after our CANCEL, its 487 finds the call ended already
             return
         self._confirm_outbound(call, msg)
 
@@ -971,7 +975,6 @@ class Endpoint:
         cancel.headers += [("Max-Forwards", "70"), ("From", invite.get("From") or ""), ("To", invite.get("To") or ""),
                            ("Call-ID", invite.call_id), ("CSeq", f"{invite.cseq[0]} CANCEL")]
         cancel.headers += [("Route", r) for r in invite.get_all("Route")]
-        call.end_reason = EndReason.LOCAL_BYE
         self.request(cancel, lambda _r: None)
         self._end(call, EndReason.LOCAL_BYE)
 

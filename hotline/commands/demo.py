@@ -26,10 +26,10 @@ def demo(ctx: click.Context, customers: int, keep_running: bool, phone_port: int
     missing = missing_binaries()
     if missing:
         raise click.ClickException(f"the demo needs {', '.join(missing)}: apt-get install baresip espeak-ng sox")
-    ctx.invoke(init)  # config, database and an admin (its password printed) on a fresh installation
     settings = settings_of(ctx)
     if not settings.uses_local_pbx:
         raise click.ClickException("the demo runs its own local PBX: unset [sip] pbx_host")
+    ctx.invoke(init)  # config, database and an admin (its password printed) on a fresh installation
     runner = Demo(settings, customers=customers, phone_port=phone_port, keep_running=keep_running,
                   echo=click.echo)
     runner.prepare()

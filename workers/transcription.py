@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rq import Worker, get_current_job
+from rq.job import Job
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, aliased
 
@@ -103,6 +104,14 @@ class TranscriptionWorker(Worker):
         _log_to_stderr()
         preload_models(load_settings())
         return super().work(*args, **kwargs)
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """A failure someone must act on (no model, bad audio) is one clear line, not a traceback."""
+        if isinstance(exc_info[1], TranscriptionFailed):
+            # Hotline registers no further exception handlers, so none is skipped here.
+            log.error("%s: %s (the ticket says so; not retried)", job.description, exc_info[1])
+            return
+        super().handle_exception(job, *exc_info)
 
 
 def _log_to_stderr() -> None:

@@ -255,3 +255,21 @@ def wait_for_horse(worker_pid: int, settings: Settings, recording_id: int, timeo
             return max(children, key=lambda child: child.create_time()).pid
         time.sleep(0.1)
     raise AssertionError("the worker never started the job")
+
+
+def test_worker_reports_a_missing_model_in_one_line_without_a_traceback(
+        settings: Settings, quiet_call: Path, make_recording) -> None:  # type: ignore[no-untyped-def]
+    from workers.connection import redis_url
+    from workers.dispatch import enqueue_transcription
+
+    recording = make_recording(quiet_call)
+    job = enqueue_transcription(settings, recording.id)
+    worker = subprocess.run(
+        [sys.executable, "-m", "rq.cli", "worker", "transcription", "--burst", "--url", redis_url(settings),
+         "--worker-class", "workers.transcription.TranscriptionWorker"],
+        capture_output=True, text=True, timeout=120)
+    assert worker.returncode == 0
+    assert "no speech model configured for language 'zh'" in worker.stderr
+    assert "Traceback" not in worker.stderr
+    job.refresh()
+    assert job.is_failed and job.retries_left == 0

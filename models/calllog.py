@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+import logging
+
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
@@ -22,6 +24,8 @@ from models.recording import Recording, RecordingState
 from models.ticket import EventKind, Ticket, TicketType
 from models.ticketing import add_note, create_ticket, open_ticket_of
 from models.user import User
+
+log = logging.getLogger(__name__)
 
 
 def log_inbound(session: Session, settings: Settings, *, caller: str, callee: str, sip_call_id: str,
@@ -97,11 +101,14 @@ def mark_bridged(session: Session, call: Call, agent: User, at: datetime | None 
             session.flush()
 
 
-def open_recording(session: Session, call: Call, path: str, *, sample_rate: int = 8000, channels: int = 2) -> Recording:
+def open_recording(session: Session, settings: Settings, call: Call, path: str, *, sample_rate: int = 8000,
+                   channels: int = 2) -> Recording:
+    """A recording being written; once this commits, live transcription follows it (if enabled)."""
     recording = Recording(call=call, path=path, sample_rate=sample_rate, channels=channels,
                           state=RecordingState.RECORDING)
     session.add(recording)
     session.flush()
+    _after_commit(session, lambda: _enqueue("enqueue_live_transcription", settings, recording.id))
     return recording
 
 
@@ -117,14 +124,18 @@ def close_recording(session: Session, settings: Settings, recording: Recording, 
     recording.closed_at = utcnow()
     session.flush()
     if state in (RecordingState.COMPLETE, RecordingState.REPAIRED):
-        _after_commit(session, lambda: _enqueue_transcription(settings, recording.id))
+        _after_commit(session, lambda: _enqueue("enqueue_transcription", settings, recording.id))
 
 
-def _enqueue_transcription(settings: Settings, recording_id: int) -> None:
+def _enqueue(job: str, settings: Settings, recording_id: int) -> None:
+    """Queue a transcription job; Redis being down costs the notes' timing, never the call."""
     # Imported late: workers depend on models, not the other way round at import time.
-    from workers.dispatch import enqueue_transcription
+    from workers import dispatch
 
-    enqueue_transcription(settings, recording_id)
+    try:
+        getattr(dispatch, job)(settings, recording_id)
+    except Exception:  # the recording stays pending: `hotline transcribe --since` catches up
+        log.exception("recording %s: %s failed", recording_id, job)
 
 
 def _after_commit(session: Session, action: Callable[[], None]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.customer import Customer, CustomerPhone
@@ -21,10 +22,16 @@ def customer_for_number(session: Session, e164: str | None) -> Customer | None:
     if not e164:
         return None
     customer = find_by_number(session, e164)
-    if customer is None:
-        customer = Customer(phones=[CustomerPhone(number=e164)])
-        session.add(customer)
-        session.flush()
+    if customer is not None:
+        return customer
+    try:
+        # Two first calls from one new number race here: the loser's insert hits the unique
+        # number, its savepoint rolls back, and it takes the customer the winner created.
+        with session.begin_nested():
+            customer = Customer(phones=[CustomerPhone(number=e164)])
+            session.add(customer)
+    except IntegrityError:
+        customer = find_by_number(session, e164)
     return customer
 
 

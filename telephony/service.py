@@ -24,7 +24,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.exc import IntegrityError
 
 from config import Settings
 from models.alarm import AlarmKind
@@ -36,6 +35,7 @@ from models.calllog import (
 from models.db import session_scope
 from models.recording import Recording, RecordingState
 from telephony import sip
+from telephony.g711 import SAMPLE_RATE
 from telephony.media import MediaEngine, MediaLeg
 from telephony.pbx import LocalPbx, hotline_extensions, user_extensions
 from telephony.recorder import RecordingError, StereoWavRecorder, file_sha256, repair_wav
@@ -199,14 +199,6 @@ class HotlineService:
             self._threads = [t for t in self._threads if t.is_alive() and t is not threading.current_thread()]
 
     def _log_ringing(self, sip_call: sip.Call) -> int:
-        """The call's row. Two first calls from one new number race to create its customer: the
-        loser's insert fails, and a second attempt finds the customer the winner created."""
-        try:
-            return self._log_inbound(sip_call)
-        except IntegrityError:
-            return self._log_inbound(sip_call)
-
-    def _log_inbound(self, sip_call: sip.Call) -> int:
         with session_scope(self.settings) as session:
             return log_inbound(session, self.settings, caller=sip_call.caller, callee=sip_call.callee,
                                sip_call_id=sip_call.call_id).id
@@ -242,7 +234,7 @@ class HotlineService:
         with session_scope(self.settings) as session:
             call = session.get(Call, active.call_id)
             mark_answered(session, call)
-            recording = open_recording(session, call, str(path), sample_rate=self.settings.recording.sample_rate,
+            recording = open_recording(session, self.settings, call, str(path), sample_rate=SAMPLE_RATE,
                                        channels=2)
             active.recording_id = recording.id
 
@@ -250,7 +242,7 @@ class HotlineService:
         """Open the WAV before the answer, so the recording covers the call from its first frame."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            active.recorder = StereoWavRecorder(path, sample_rate=self.settings.recording.sample_rate)
+            active.recorder = StereoWavRecorder(path, sample_rate=SAMPLE_RATE)
         except (OSError, RecordingError) as exc:
             self._recording_failed(active, str(exc))  # the call goes on, with an alarm and a FAILED row
             return

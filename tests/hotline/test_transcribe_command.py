@@ -41,7 +41,7 @@ def recording_of_a_call(settings: Settings, path: Path) -> tuple[int, int, int]:
     with session_scope(settings) as session:
         call = log_inbound(session, settings, caller="13800138000", callee="1000", sip_call_id=path.name)
         ticket_for_call(session, settings, call)
-        recording = open_recording(session, call, str(path))
+        recording = open_recording(session, settings, call, str(path))
         recording.state = RecordingState.COMPLETE
         session.flush()
         return call.id, call.ticket_id, recording.id

@@ -68,7 +68,7 @@ def test_closed_ticket_is_not_reused(db, settings):
 
 def test_closing_a_recording_queues_transcription_after_commit(db, settings):
     call = inbound(db, settings)
-    recording = open_recording(db, call, "/rec/1.wav")
+    recording = open_recording(db, settings, call, "/rec/1.wav")
     assert unfinished_recordings(db) == [recording]
     with mock.patch("workers.dispatch.enqueue_transcription") as enqueue:
         close_recording(db, settings, recording, duration=3.0, sha256="ab" * 32, size_bytes=48044)
@@ -80,7 +80,7 @@ def test_closing_a_recording_queues_transcription_after_commit(db, settings):
 
 def test_failed_recording_is_not_queued_and_raises_an_alarm(db, settings):
     call = inbound(db, settings)
-    recording = open_recording(db, call, "/rec/1.wav")
+    recording = open_recording(db, settings, call, "/rec/1.wav")
     with mock.patch("workers.dispatch.enqueue_transcription") as enqueue:
         close_recording(db, settings, recording, duration=0, sha256="", size_bytes=0,
                         state=RecordingState.FAILED, error="disk full")

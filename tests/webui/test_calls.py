@@ -15,7 +15,7 @@ def test_live_and_recent_calls_with_ticket_and_recording(logged_in, db, settings
     path = tmp_path / "r.wav"
     with wave.open(str(path), "wb") as w:
         w.setnchannels(2), w.setsampwidth(2), w.setframerate(8000), w.writeframes(b"\0" * 3200)
-    recording = open_recording(db, ended, str(path))
+    recording = open_recording(db, settings, ended, str(path))
     db.commit()
 
     page = logged_in.get("/calls/").get_data(as_text=True)

@@ -164,7 +164,7 @@ def make_recording(settings: Settings) -> CallMaker:
         with session_scope(settings) as session:
             call = log_inbound(session, settings, caller="13800138000", callee="1000", sip_call_id=str(path))
             ticket_for_call(session, settings, call)
-            recording = open_recording(session, call, str(path))
+            recording = open_recording(session, settings, call, str(path))
             recording.state = state
             session.flush()
             return recording

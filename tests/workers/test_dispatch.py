@@ -35,7 +35,7 @@ def test_closing_a_recording_enqueues_its_transcription(settings: Settings) -> N
 
     with session_scope(settings) as session:
         call = log_inbound(session, settings, caller="13800138000", callee="1000", sip_call_id="x")
-        recording = open_recording(session, call, "/tmp/none.wav")
+        recording = open_recording(session, settings, call, "/tmp/none.wav")
         close_recording(session, settings, recording, duration=1.0, sha256="0" * 64, size_bytes=44)
     [job] = queue(settings, "transcription").jobs
     assert job.func_name == "workers.transcription.transcribe_recording" and job.args == (recording.id,)

@@ -66,9 +66,12 @@ class Outcome:
 # --- Models -----------------------------------------------------------------------------
 
 def language_of(settings: Settings, recording: Recording) -> str:
-    """The queue's language if it names one, else the configured default."""
-    queue = recording.call.queue if recording.call else None
-    return (queue.language if queue and queue.language else None) or settings.transcription.default_language
+    """The queue's language, else the customer's (e.g. a dialect model), else the configured default."""
+    call = recording.call
+    queue = call.queue if call else None
+    customer = call.customer if call else None
+    return ((queue.language if queue else None) or (customer.language if customer else None)
+            or settings.transcription.default_language)
 
 
 def model_dir(settings: Settings, language: str) -> str:

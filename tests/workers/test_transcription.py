@@ -273,3 +273,19 @@ def test_worker_reports_a_missing_model_in_one_line_without_a_traceback(
     assert "Traceback" not in worker.stderr
     job.refresh()
     assert job.is_failed and job.retries_left == 0
+
+
+def test_model_language_comes_from_the_queue_then_the_customer_then_the_default(
+        settings: Settings, quiet_call: Path, make_recording) -> None:  # type: ignore[no-untyped-def]
+    from models.call import Queue
+    from models.db import session_scope
+    from models.recording import Recording
+
+    recording = make_recording(quiet_call)
+    with session_scope(settings) as session:
+        row = session.get_one(Recording, recording.id)
+        assert transcription.language_of(settings, row) == "zh"
+        row.call.customer.language = "yue"
+        assert transcription.language_of(settings, row) == "yue"
+        row.call.queue = Queue(name="english", language="en")
+        assert transcription.language_of(settings, row) == "en"

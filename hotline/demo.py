@@ -29,6 +29,7 @@ from sqlalchemy.orm import selectinload
 from werkzeug.security import generate_password_hash
 
 from config import Settings
+from hotline.processes import stop_process
 from models.accounts import AccountError, add_user, sip_ha1
 from models.call import Call, CallState
 from models.db import session_scope
@@ -124,14 +125,8 @@ class Softphone:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout: float = 3.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout)
 
 
 def sip_ping(user: str, port: int, timeout: float = 1.0) -> int | None:

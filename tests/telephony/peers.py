@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hotline.processes import stop_process
 from tests.telephony.audio_checks import envelope, read_wav
 
 HOST = "127.0.0.1"
@@ -58,13 +59,7 @@ class Peer:
         return self.process.poll() is None
 
     def stop(self, timeout: float = 3.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout)
         self._log.close()
 
     def output(self) -> str:

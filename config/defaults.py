@@ -44,6 +44,7 @@ class General(Section):
 
 class Database(Section):
     url: str = setting("", "SQLAlchemy URL; empty means a SQLite file under HOTLINE_HOME. Env: HOTLINE_DATABASE_URL.")
+    retry_seconds: float = setting(2.0, "While the database (or Redis) does not answer, services try again after this many seconds; the SIP side keeps calls in its journal meanwhile.")
 
 
 class RedisSettings(Section):
@@ -71,6 +72,9 @@ class Sip(Section):
     rtp_port_min: int = setting(20000, "Lowest RTP port of the media layer.")
     rtp_port_max: int = setting(29999, "Highest RTP port of the media layer.")
     no_audio_timeout: float = setting(30.0, "A call that sends no RTP for this long is ended as NO_AUDIO.")
+    trusted_sources: list[str] = setting([], "Addresses (host or host:port) besides the PBX whose INVITEs are answered, e.g. trunks; INVITEs from anywhere else get 403.")
+    max_calls: int = setting(300, "Concurrent calls one `hotline sip` accepts; beyond it an INVITE gets 503 and the PBX tries elsewhere (measured clean: 320).", HOTLINE_CHOICE)
+    dial_timeout: float = setting(60.0, "An outbound call not answered within this many seconds is given up with CANCEL.", HOTLINE_CHOICE)
 
 
 class Prompts(Section):
@@ -84,6 +88,7 @@ class Prompts(Section):
 
 class Recording(Section):
     directory: str = setting("", "Where recordings go; empty means HOTLINE_HOME/recordings (then YYYY/MM/DD/).", SERVICE_MANUAL)
+    gap_alarm_seconds: float = setting(1.0, "A recording with a gap (time the media clock lost, written as silence) longer than this raises an alarm on its call.", SERVICE_MANUAL)
 
 
 class Tickets(Section):

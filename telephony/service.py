@@ -51,7 +51,7 @@ USERS_POLL_SECONDS = 10.0
 class ActiveCall:
     """A call in progress: its SIP dialog, its database row, its media leg and its recording."""
 
-    sip_call: sip.Call
+    sip_call: sip.Dialog
     call_id: int  # calls.id
     leg: MediaLeg | None = None
     recorder: StereoWavRecorder | None = None
@@ -168,7 +168,7 @@ class HotlineService:
 
     # the call flow
 
-    def _on_invite(self, sip_call: sip.Call) -> None:
+    def _on_invite(self, sip_call: sip.Dialog) -> None:
         """Runs on the SIP thread: hand the call to a thread of its own."""
         if self._stopping.is_set():
             sip_call.reject(503)
@@ -178,7 +178,7 @@ class HotlineService:
         self._threads.append(thread)
         thread.start()
 
-    def _flow(self, sip_call: sip.Call) -> None:
+    def _flow(self, sip_call: sip.Dialog) -> None:
         try:
             active = ActiveCall(sip_call, self._log_ringing(sip_call))
         except Exception:
@@ -198,7 +198,7 @@ class HotlineService:
             self.calls.pop(sip_call.call_id, None)
             self._threads = [t for t in self._threads if t.is_alive() and t is not threading.current_thread()]
 
-    def _log_ringing(self, sip_call: sip.Call) -> int:
+    def _log_ringing(self, sip_call: sip.Dialog) -> int:
         with session_scope(self.settings) as session:
             return log_inbound(session, self.settings, caller=sip_call.caller, callee=sip_call.callee,
                                sip_call_id=sip_call.call_id).id
@@ -212,7 +212,7 @@ class HotlineService:
         if sip_call.ended.wait(max(0.0, delay)):
             return CallOutcome.CANCELLED, HangupParty.CUSTOMER
         self._answer(active)
-        if sip_call.state is not sip.CallState.ANSWERED:
+        if sip_call.state is not sip.DialogState.ANSWERED:
             return CallOutcome.CANCELLED, HangupParty.CUSTOMER  # CANCEL crossed our 200 OK
         self._greet(active)
         return self._wait_end(active)

@@ -33,9 +33,9 @@ def endpoint(sip_settings: Settings) -> Iterator[sip.Endpoint]:
     ep.add_account("1000", sip_settings.sip.hotline_password)
     ep.calls_seen = []  # type: ignore[attr-defined]
 
-    def answer(call: sip.Call) -> None:
+    def answer(call: sip.Dialog) -> None:
         ep.calls_seen.append(call)  # type: ignore[attr-defined]
-        if call.state is sip.CallState.RINGING:
+        if call.state is sip.DialogState.RINGING:
             call.answer(ANSWER_PORT)
 
     ep.on_invite = answer
@@ -110,7 +110,7 @@ def test_reinvite_is_answered_with_the_same_sdp_and_no_new_threads(
     moved: list[int] = []
     answer = registered.on_invite
 
-    def answer_and_watch(call: sip.Call) -> None:
+    def answer_and_watch(call: sip.Dialog) -> None:
         call.on_media = lambda c: moved.append(c.remote_media.port)  # type: ignore[union-attr]
         answer(call)  # type: ignore[misc]
 

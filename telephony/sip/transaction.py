@@ -46,7 +46,7 @@ class Transactions:
         self._send = send
         self._timers = timers
         self._lock = lock
-        self._client: dict[str, ClientTransaction] = {}
+        self._client: dict[tuple[str, str], ClientTransaction] = {}  # (branch, method): a CANCEL shares its INVITE's branch
         self._responses: dict[tuple[str, str], tuple[float, Message]] = {}  # (branch, method) → sent
 
     # client side
@@ -55,14 +55,14 @@ class Transactions:
                 on_response: Callable[[Message | None], None]) -> None:
         tx = ClientTransaction(msg, destination, on_response)
         with self._lock:
-            self._client[msg.branch] = tx
+            self._client[(msg.branch, msg.method)] = tx
         self._send(msg, destination)
         self._schedule(tx)
 
     def give_up_after(self, msg: Message, seconds: float) -> None:
         """End ``msg``'s transaction with ``on_response(None)`` unless it is answered within ``seconds``."""
         with self._lock:
-            tx = self._client.get(msg.branch)
+            tx = self._client.get((msg.branch, msg.method))
             if tx is not None:
                 tx.deadline = time.monotonic() + seconds
                 if tx.timer is not None:
@@ -71,21 +71,21 @@ class Transactions:
 
     def forget(self, msg: Message) -> None:
         with self._lock:
-            tx = self._client.pop(msg.branch, None)
+            tx = self._client.pop((msg.branch, msg.method), None)
         if tx is not None and tx.timer is not None:
             tx.timer.cancel()
 
     def on_response(self, msg: Message) -> bool:
         """Hand a response to its transaction; False when none is waiting for it (a stray or a retransmission)."""
-        tx = self._client.get(msg.branch)
-        if tx is None or tx.request.method != msg.method:
+        tx = self._client.get((msg.branch, msg.method))
+        if tx is None:
             return False
         if msg.status < 200:
             if tx.request.method == "INVITE" and not tx.provisional:
                 tx.provisional = True
                 tx.deadline = None  # the dialog's own timeout (and CANCEL) ends the wait
             return True
-        del self._client[msg.branch]
+        del self._client[(msg.branch, msg.method)]
         if tx.timer:
             tx.timer.cancel()
         tx.on_response(msg)
@@ -96,11 +96,11 @@ class Transactions:
 
     def _retransmit(self, tx: ClientTransaction) -> None:
         with self._lock:
-            if self._client.get(tx.request.branch) is not tx:
+            if self._client.get((tx.request.branch, tx.request.method)) is not tx:
                 return
             timed_out = tx.deadline is not None and time.monotonic() >= tx.deadline
             if timed_out:
-                del self._client[tx.request.branch]
+                del self._client[(tx.request.branch, tx.request.method)]
             else:
                 if not tx.provisional:  # an INVITE with a 1xx waits for the answer silently
                     self._send(tx.request, tx.destination)

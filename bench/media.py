@@ -6,9 +6,12 @@ load runs twice: through ``MediaEngine`` (one thread, one 20 ms clock) and throu
 shaped like stock pyVoIP (per leg a receive thread polling every 10 ms and a send thread on a
 20 ms clock, no jitter buffer). Both use the same G.711 conversion and recorder, so the ratio
 measures the threading design. A third run, ``apart``, is shaped like production: the phones'
-legs run in a child process and only Hotline's recorded legs are measured.
+legs run in a child process and only Hotline's recorded legs are measured. Two more runs
+measure the mixer: ``bridged`` relays each call through two Hotline legs (customer and agent,
+each with its phone: four legs a call, the customer's recorded), and ``listen`` adds a
+supervisor listening to both (six legs a call, the supervisor's leg mixing two sources).
 
-    python bench/media.py --calls 50 100 200 --seconds 20 [--modes engine threaded apart]
+    python bench/media.py --calls 50 100 200 --seconds 20 [--modes engine threaded apart bridged listen]
 
 Figures: CPU as % of one core (user/sys), CPU per call, empty frames in the middle of the
 recordings (the speech carries faint noise, so an all-zero frame means no audio arrived in
@@ -114,6 +117,34 @@ def run_engine(calls: int, seconds: float, speech: bytes, workdir: Path) -> Run:
         hotline.play(speech)
         phone.play(speech)
     return finish_engine_run("engine", engine, recorders, calls, seconds)
+
+
+def run_bridged(calls: int, seconds: float, speech: bytes, workdir: Path, supervised: bool = False) -> Run:
+    """Customer and agent phones talking through Hotline's bridged legs; ``supervised``: a supervisor listens."""
+    parties = 3 if supervised else 2
+    engine = MediaEngine("127.0.0.1", PORT_BASE, PORT_BASE + 4 * parties * calls + 10)
+    engine.start()
+    mode = "listen" if supervised else "bridged"
+    recorders = []
+    for index in range(calls):
+        customer, agent = phone_line(engine, speech), phone_line(engine, speech)
+        engine.bridge(customer, agent)
+        if supervised:
+            engine.set_hears(phone_line(engine, None), [customer, agent])
+        recorder = StereoWavRecorder(workdir / f"{mode}-{index}.wav")
+        customer.attach_recorder(recorder)
+        recorders.append((customer, recorder))
+    return finish_engine_run(mode, engine, recorders, calls, seconds)
+
+
+def phone_line(engine: MediaEngine, speech: bytes | None) -> MediaLeg:
+    """Hotline's leg of one party, connected to the party's phone (a leg of the same engine) saying ``speech``."""
+    leg, phone = engine.open_leg(), engine.open_leg()
+    leg.connect(("127.0.0.1", phone.local_port), g711.PCMU)
+    phone.connect(("127.0.0.1", leg.local_port), g711.PCMU)
+    if speech is not None:
+        phone.play(speech)
+    return leg
 
 
 def finish_engine_run(mode: str, engine: MediaEngine, recorders: list[tuple[MediaLeg, StereoWavRecorder]],
@@ -250,20 +281,28 @@ def run_threaded(calls: int, seconds: float, speech: bytes, workdir: Path) -> Ru
     return Run("threaded", calls, threads, user, system, wall, empty, frames, max_lateness, late_ticks)
 
 
+RUNNERS: dict[str, Callable[[int, float, bytes, Path], Run]] = {
+    "engine": run_engine,
+    "threaded": run_threaded,
+    "apart": run_engine_apart,
+    "bridged": run_bridged,
+    "listen": lambda calls, seconds, speech, workdir: run_bridged(calls, seconds, speech, workdir, supervised=True),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, nargs="+", default=[50, 100, 200])
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--modes", nargs="+", choices=["engine", "threaded", "apart"], default=["engine", "threaded", "apart"])
+    parser.add_argument("--modes", nargs="+", choices=list(RUNNERS), default=["engine", "threaded", "apart"])
     options = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="hotline-bench-media-"))
     try:
         speech = speech_pcm(options.seconds + 3 * MARGIN_SECONDS, workdir / "prompts")
         print(HEADER, flush=True)
-        runners = {"engine": run_engine, "threaded": run_threaded, "apart": run_engine_apart}
         for calls in options.calls:
             for mode in options.modes:
-                run = runners[mode](calls, options.seconds, speech, workdir)
+                run = RUNNERS[mode](calls, options.seconds, speech, workdir)
                 print(run.line(), flush=True)
                 for wav in workdir.glob("*.wav"):
                     wav.unlink()

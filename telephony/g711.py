@@ -1,4 +1,5 @@
-"""G.711 (RFC 3551 payload types 0 PCMU and 8 PCMA) to and from 16-bit signed mono PCM.
+"""G.711 (RFC 3551 payload types 0 PCMU and 8 PCMA) to and from 16-bit signed mono PCM, and the
+frame arithmetic of the mixer (saturating sums, attenuation).
 
 Whole frames are converted by ``audioop`` (C): measured on this machine, a 20 ms frame decodes
 in 0.16 µs and encodes in 0.9 µs, against 2.2 µs for either with numpy lookup tables, whose
@@ -62,3 +63,17 @@ def frames(pcm: bytes) -> list[bytes]:
     if remainder:
         pcm = pcm + bytes(FRAME_BYTES - remainder)
     return [pcm[start:start + FRAME_BYTES] for start in range(0, len(pcm), FRAME_BYTES)]
+
+
+def mix(first: bytes, second: bytes) -> bytes:
+    """The saturating sum of two frames of equal length; ``SILENCE_FRAME`` itself is added for free."""
+    if first is SILENCE_FRAME:
+        return second
+    if second is SILENCE_FRAME:
+        return first
+    return audioop.add(first, second, SAMPLE_WIDTH)
+
+
+def attenuated(pcm: bytes, decibels: float) -> bytes:
+    """PCM made ``decibels`` quieter."""
+    return audioop.mul(pcm, SAMPLE_WIDTH, 10 ** (-decibels / 20))

@@ -7,16 +7,22 @@ frame out of its jitter buffer, sends one frame and hands both to the leg's reco
 
 Each leg has a small jitter buffer ordered by RTP timestamp: a lost packet becomes
 silence of one frame (never pyVoIP's full-scale 0x00 click) and the recording stays aligned
-with the wall clock. A leg always sends: the queued prompt, the bridged leg's audio, or G.711
-silence (Linphone hangs up after 30 s without incoming RTP). Only RTP version 2 from the
-latched peer with a negotiated payload type is used; STUN, RTCP and stray packets are
-counted and dropped.
+with the wall clock. When the thread itself falls more than ``CATCH_UP_LIMIT`` behind, the
+skipped ticks are written to the recordings as silence and counted as the leg's gaps, so a
+recording always lasts as long as the call. Only RTP version 2 from the latched peer with a
+negotiated payload type is used; STUN, RTCP and stray packets are counted and dropped.
+
+A leg always sends (Linphone hangs up after 30 s without incoming RTP): the sum of what the
+legs it hears received this tick (``MediaEngine.set_hears``; ``bridge`` is two of those), the
+queued prompt mixed over it, and the leg's loop (hold music) under both; G.711 silence when
+there is nothing. With one leg heard and no prompt or loop, its frame is passed through as is.
 
 Callbacks (``on_dtmf``, ``on_recorder_error``) run on the media thread: keep them short.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
 import selectors
@@ -25,7 +31,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -45,6 +51,8 @@ RESYNC_FRAMES = 100  # a timestamp jump of more than 2 s: a long pause or a rest
 CATCH_UP_LIMIT = 1.0  # seconds behind after which ticks are skipped rather than replayed
 DTMF_EVENTS = "0123456789*#ABCD"
 RECEIVE_BURST = 16  # datagrams read per socket and tick before moving on
+LOOP_DUCKING_DB = 12  # hold music under a prompt or under the people a leg hears
+SEND_ERRORS = (OSError, OverflowError, TypeError, ValueError)  # what sendto raises for a bad destination
 
 
 class PortPoolExhausted(RuntimeError):
@@ -62,7 +70,10 @@ class LegStats:
     lost: a frame missing while later ones had arrived (played as silence); late: arrived after
     its turn, or a duplicate; dropped: the buffer overflowed; underruns: nothing was buffered
     (the sender paused or stopped); ignored_*: not RTP (STUN, RTCP, garbage), from a source
-    other than the latched peer, or of a payload type not negotiated.
+    other than the latched peer, or of a payload type not negotiated; send_errors: packets
+    the socket refused. gap_frames: frames the engine's own clock skipped (it fell more than
+    ``CATCH_UP_LIMIT`` behind), written to the recording as silence; longest_gap_frames: the
+    longest such stretch. Packets the far end did not send are lost frames, not gaps.
     """
 
     received: int = 0
@@ -75,6 +86,8 @@ class LegStats:
     ignored_source: int = 0
     ignored_payload: int = 0
     send_errors: int = 0
+    gap_frames: int = 0
+    longest_gap_frames: int = 0
 
     @property
     def ignored(self) -> int:
@@ -190,6 +203,57 @@ class JitterBuffer:
             self._stats.dropped += 1
 
 
+class Loop:
+    """Background audio repeated end to end; frames are cut across the seam, so it has no gap there."""
+
+    def __init__(self, pcm: bytes) -> None:
+        if not pcm or len(pcm) % g711.SAMPLE_WIDTH:
+            raise ValueError(f"loop audio must be 16-bit samples, got {len(pcm)} bytes")
+        repeats = -(-g711.FRAME_BYTES // len(pcm))  # shorter than a frame: whole copies keep the seam exact
+        self._pcm = bytes(pcm) * repeats
+        self._ducked = g711.attenuated(self._pcm, LOOP_DUCKING_DB)
+        self._position = 0
+
+    def next_frame(self, ducked: bool) -> bytes:
+        """The next 20 ms, at full level or ``LOOP_DUCKING_DB`` down."""
+        pcm = self._ducked if ducked else self._pcm
+        start, end = self._position, self._position + g711.FRAME_BYTES
+        if end <= len(pcm):
+            frame = pcm[start:end]
+        else:
+            end -= len(pcm)
+            frame = pcm[start:] + pcm[:end]
+        self._position = end % len(pcm)
+        return frame
+
+
+def rtp_destination(remote: tuple[str, int]) -> tuple[str, int]:
+    """``remote`` checked as a place RTP can be sent: an IPv4 address other than 0.0.0.0, a port in 1-65535."""
+    try:
+        host, port = remote
+        address = ipaddress.IPv4Address(host)
+    except (TypeError, ValueError):
+        raise ValueError(f"remote RTP address {remote!r} is not an (IPv4 address, port) pair") from None
+    if address.is_unspecified:
+        raise ValueError(f"remote RTP address {host} is not a destination (0.0.0.0 means hold in old SDP)")
+    if not _number_in(port, 1, 65535):
+        raise ValueError(f"remote RTP port {port!r} is outside 1-65535")
+    return str(address), port
+
+
+def check_dtmf_payload_type(dtmf_payload_type: int | None, payload_type: int) -> None:
+    """None (no telephone-event) or an RTP payload type other than the audio's."""
+    if dtmf_payload_type is None:
+        return
+    if not _number_in(dtmf_payload_type, 0, 127) or dtmf_payload_type == payload_type:
+        raise ValueError(f"DTMF payload type {dtmf_payload_type!r} is not an RTP payload type (0-127) "
+                         f"other than the audio's ({payload_type})")
+
+
+def _number_in(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
 @dataclass(frozen=True)
 class _Connection:
     """What the SDP negotiated; replaced as a whole so the media thread never sees half of it."""
@@ -224,13 +288,16 @@ class MediaLeg:
         self._playback: deque[bytes] = deque()
         self._played = threading.Condition()
         self._recorder: Recorder | None = None
-        self._partner: MediaLeg | None = None
+        self._sources: tuple[MediaLeg, ...] = ()  # replaced whole, so the media thread never sees half of it
+        self._listeners: set[MediaLeg] = set()  # the legs hearing this one; under the engine's hearing lock
+        self._loop: Loop | None = None
         self._rx_frame = g711.SILENCE_FRAME
         self._ssrc = random.getrandbits(32)
         self._seq = random.getrandbits(16)
         self._timestamp = random.getrandbits(32)
         self._marker = MARKER
         self._warned_source = False
+        self._send_errors_logged: set[type[Exception]] = set()
 
     def __repr__(self) -> str:
         return f"<MediaLeg :{self.local_port} → {self._peer or (self._conn and self._conn.remote)}>"
@@ -239,11 +306,15 @@ class MediaLeg:
         """Send to ``remote`` with this G.711 payload type (0 PCMU, 8 PCMA); callable again on re-INVITE.
 
         The first RTP packet received latches the peer (a NATed phone sends from elsewhere than
-        its SDP says); from then on packets from any other source are ignored.
+        its SDP says); from then on packets from any other source are ignored. An address RTP
+        cannot go to (not IPv4, 0.0.0.0, a port outside 1-65535) or an unusable payload type
+        raises ValueError and leaves the previous connection as it was.
         """
+        destination = rtp_destination(remote)
         encode = g711.encoder(payload_type)
+        check_dtmf_payload_type(dtmf_payload_type, payload_type)
         self._conn = _Connection(
-            remote=(remote[0], int(remote[1])),
+            remote=destination,
             payload_type=payload_type,
             dtmf_payload_type=dtmf_payload_type,
             decode=g711.decoder(payload_type),
@@ -267,12 +338,37 @@ class MediaLeg:
 
     @property
     def playing(self) -> bool:
+        """Prompts queued by ``play`` are still being sent (the loop does not count)."""
         return bool(self._playback)
 
     def wait_played(self, timeout: float) -> bool:
         """Block until everything queued has been sent; False on timeout."""
         with self._played:
             return self._played.wait_for(lambda: not self._playback, timeout)
+
+    def loop(self, pcm: bytes) -> None:
+        """Repeat 16-bit signed mono 8 kHz PCM with no gap until ``stop_loop`` (hold music); replaces any loop.
+
+        Alone it is sent at full level; under a prompt or the legs this one hears, ``LOOP_DUCKING_DB`` down.
+        """
+        self._loop = Loop(pcm)
+
+    def stop_loop(self) -> None:
+        self._loop = None
+
+    @property
+    def hears(self) -> tuple[MediaLeg, ...]:
+        """The legs whose received audio this one sends, summed (``MediaEngine.set_hears``)."""
+        return self._sources
+
+    @property
+    def gap_seconds(self) -> float:
+        """Time the engine's clock skipped during this leg, written to its recording as silence."""
+        return self.stats.gap_frames * TICK_SECONDS
+
+    @property
+    def longest_gap_seconds(self) -> float:
+        return self.stats.longest_gap_frames * TICK_SECONDS
 
     def attach_recorder(self, recorder: Recorder) -> None:
         """Each tick from now: ``recorder.write(left=received audio, right=sent audio)``."""
@@ -291,6 +387,7 @@ class MediaLeg:
         self.closed = True
         self._recorder = None
         self.stop_playback()
+        self.stop_loop()
         self._engine.unbridge(self)
         self._engine._submit(lambda: self._engine._remove(self))
 
@@ -365,14 +462,29 @@ class MediaLeg:
         self._rx_frame = self._jitter.pop() or g711.SILENCE_FRAME
 
     def _next_outgoing(self) -> bytes:
-        if self._playback:
-            frame = self._playback.popleft()
-            if not self._playback:
-                with self._played:
-                    self._played.notify_all()
-            return frame
-        partner = self._partner
-        return partner._rx_frame if partner is not None else g711.SILENCE_FRAME
+        sources = self._sources
+        heard = sources[0]._rx_frame if len(sources) == 1 else received_sum(sources)
+        if self._playback or self._loop is not None:
+            return self._over_heard(heard)
+        return heard
+
+    def _over_heard(self, heard: bytes) -> bytes:
+        """The next prompt frame over ``heard``, and the loop under both."""
+        prompt = self._next_prompt_frame()
+        frame = heard if prompt is None else g711.mix(heard, prompt)
+        loop = self._loop
+        if loop is not None:
+            frame = g711.mix(frame, loop.next_frame(ducked=prompt is not None or bool(self._sources)))
+        return frame
+
+    def _next_prompt_frame(self) -> bytes | None:
+        if not self._playback:
+            return None
+        frame = self._playback.popleft()
+        if not self._playback:
+            with self._played:
+                self._played.notify_all()
+        return frame
 
     def _send(self) -> None:
         frame = self._next_outgoing()
@@ -386,21 +498,46 @@ class MediaLeg:
             try:
                 self._sock.sendto(header + payload, self._peer or conn.remote)
                 self.stats.sent += 1
-            except OSError:
-                self.stats.send_errors += 1
+            except SEND_ERRORS as exc:
+                self._send_failed(exc)
         recorder = self._recorder
         if recorder is not None:
-            self._record(recorder, frame)
+            self._record(recorder, self._rx_frame, frame)
 
-    def _record(self, recorder: Recorder, sent: bytes) -> None:
+    def _send_failed(self, exc: Exception) -> None:
+        """Counted every time, logged once per kind of error: a bad destination fails 50 times a second."""
+        self.stats.send_errors += 1
+        if type(exc) not in self._send_errors_logged:
+            self._send_errors_logged.add(type(exc))
+            log.warning("%r: cannot send RTP (%s: %s); counting further %s without logging them",
+                        self, type(exc).__name__, exc, type(exc).__name__)
+
+    def _skipped(self, frames: int, silence: bytes) -> None:
+        """The clock skipped ``frames`` ticks: count the gap and record ``silence`` (that many silent frames)."""
+        stats = self.stats
+        stats.gap_frames += frames
+        stats.longest_gap_frames = max(stats.longest_gap_frames, frames)
+        recorder = self._recorder
+        if recorder is not None:
+            self._record(recorder, silence, silence)
+
+    def _record(self, recorder: Recorder, received: bytes, sent: bytes) -> None:
         try:
-            recorder.write(self._rx_frame, sent)
+            recorder.write(received, sent)
         except (RecordingError, OSError) as exc:
             self._recorder = None
             self.recorder_error = exc
             log.error("%r: recording stopped: %s", self, exc)
             if self.on_recorder_error is not None:
                 self.on_recorder_error(exc)
+
+
+def received_sum(legs: tuple[MediaLeg, ...]) -> bytes:
+    """What ``legs`` received this tick, summed; silence for none."""
+    total = g711.SILENCE_FRAME
+    for leg in legs:
+        total = g711.mix(total, leg._rx_frame)
+    return total
 
 
 def rtp_payload(packet: bytes) -> bytes:
@@ -429,6 +566,7 @@ class MediaEngine:
         self._pool_lock = threading.Lock()
         self._selector = selectors.DefaultSelector()
         self._legs: list[MediaLeg] = []
+        self._hearing_lock = threading.Lock()
         self._commands: deque[Callable[[], None]] = deque()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -473,16 +611,42 @@ class MediaEngine:
         self._submit(lambda: self._add(leg))
         return leg
 
+    def set_hears(self, listener: MediaLeg, sources: Iterable[MediaLeg]) -> None:
+        """From the next tick ``listener`` sends the sum of what ``sources`` received (none: it hears nobody).
+
+        Who hears whom is one-way: a listening supervisor hears customer and agent while
+        nobody hears the supervisor. A leg that is closed, of another engine, or the listener
+        itself raises ValueError and nothing changes.
+        """
+        chosen = tuple(dict.fromkeys(sources))
+        if listener in chosen:
+            raise ValueError(f"{listener!r} cannot hear itself")
+        with self._hearing_lock:
+            for leg in (listener, *chosen):
+                if leg._engine is not self:
+                    raise ValueError(f"{leg!r} belongs to another media engine")
+                if leg.closed:
+                    raise ValueError(f"{leg!r} is closed")
+            for source in listener._sources:
+                source._listeners.discard(listener)
+            for source in chosen:
+                source._listeners.add(listener)
+            listener._sources = chosen
+
     def bridge(self, a: MediaLeg, b: MediaLeg) -> None:
-        """Relay audio both ways: each leg sends what the other receives (a queued prompt wins)."""
-        self.unbridge(a)
-        self.unbridge(b)
-        a._partner, b._partner = b, a
+        """A two-party call: each leg hears the other only (other legs hearing them still do)."""
+        self.set_hears(a, [b])
+        self.set_hears(b, [a])
 
     def unbridge(self, leg: MediaLeg) -> None:
-        partner, leg._partner = leg._partner, None
-        if partner is not None and partner._partner is leg:
-            partner._partner = None
+        """From the next tick ``leg`` hears nobody and nobody hears it."""
+        with self._hearing_lock:
+            for listener in leg._listeners:
+                listener._sources = tuple(source for source in listener._sources if source is not leg)
+            leg._listeners.clear()
+            for source in leg._sources:
+                source._listeners.discard(leg)
+            leg._sources = ()
 
     def _bind(self, port: int) -> socket.socket | None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -531,7 +695,10 @@ class MediaEngine:
             next_tick += TICK_SECONDS
 
     def _account_lateness(self, now: float, tick_time: float) -> float:
-        """Late ticks are replayed back to back (recordings stay aligned) unless too far behind."""
+        """Late ticks are replayed back to back unless too far behind: then skipped, and recorded as silence.
+
+        Either way a recording stays as long as the call.
+        """
         lateness = now - tick_time
         stats = self.stats
         stats.ticks += 1
@@ -539,9 +706,19 @@ class MediaEngine:
         if lateness > TICK_SECONDS:
             stats.late_ticks += 1
         if lateness > CATCH_UP_LIMIT:
-            stats.skipped_ticks += int(lateness / TICK_SECONDS)
+            skipped = int(lateness / TICK_SECONDS)
+            stats.skipped_ticks += skipped
+            self._skip_ticks(skipped)
             return now
         return tick_time
+
+    def _skip_ticks(self, frames: int) -> None:
+        silence = bytes(frames * g711.FRAME_BYTES)  # one write per recorder, shared by all
+        for leg in self._legs:
+            try:
+                leg._skipped(frames, silence)
+            except Exception:  # a recorder of another kind failing: the clock must go on
+                log.exception("%r: recording a gap failed", leg)
 
     def _receive_all(self, now: float) -> None:
         for key, _ in self._selector.select(0):

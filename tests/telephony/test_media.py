@@ -289,7 +289,7 @@ def test_bridge_relays_both_ways(engine: MediaEngine, speech: bytes, tmp_path: P
 
     engine.unbridge(a)
     time.sleep(0.1)
-    assert a._partner is None and b._partner is None
+    assert a.hears == () and b.hears == ()
 
 
 def test_ports_come_back_to_the_pool_and_exhaustion_is_clear() -> None:
@@ -421,3 +421,196 @@ def test_a_failing_recorder_is_reported_once_and_the_call_goes_on(engine: MediaE
     peer.receive(30)
     assert broken.writes == 10 and len(errors) == 1 and "No space left" in str(errors[0])
     assert leg.recorder_error is errors[0] and leg.detach_recorder() is None
+
+
+def tone(level: int, seconds: float) -> bytes:
+    return np.full(int(seconds * g711.SAMPLE_RATE), level, dtype=np.int16).tobytes()
+
+
+def through_pcmu(level: int) -> int:
+    """A PCM level as a leg receives it from a phone sending PCMU."""
+    return int(pcm_samples(g711.decoder(g711.PCMU)(g711.encoder(g711.PCMU)(tone(level, 0.02))))[0])
+
+
+def phone_line(engine: MediaEngine) -> tuple[MediaLeg, MediaLeg]:
+    """Hotline's leg of one party and the party's phone (a leg of the same engine), connected."""
+    leg, phone = engine.open_leg(), engine.open_leg()
+    leg.connect(("127.0.0.1", phone.local_port), g711.PCMU)
+    phone.connect(("127.0.0.1", leg.local_port), g711.PCMU)
+    return leg, phone
+
+
+PARTY_LEVELS = {"customer": 1000, "agent": 2000, "supervisor": 4000}
+
+
+@pytest.mark.parametrize("hearing", [
+    pytest.param({"customer": ["agent"], "agent": ["customer"], "supervisor": ["customer", "agent"]}, id="listen"),
+    pytest.param({"customer": ["agent"], "agent": ["customer", "supervisor"], "supervisor": ["customer", "agent"]},
+                 id="whisper"),
+    pytest.param({"customer": [], "agent": ["supervisor"], "supervisor": ["agent"]}, id="consult"),
+])
+def test_each_leg_sends_the_sum_of_whom_it_hears(engine: MediaEngine, tmp_path: Path,
+                                                 hearing: dict[str, list[str]]) -> None:
+    """Three parties, each phone sending its own level: a leg's sent frames hold exactly its sources' sum."""
+    lines = {party: phone_line(engine) for party in PARTY_LEVELS}
+    legs = {party: leg for party, (leg, _) in lines.items()}
+    for party, sources in hearing.items():
+        engine.set_hears(legs[party], [legs[source] for source in sources])
+    recorders = {party: record(leg, tmp_path / f"{party}.wav") for party, leg in legs.items()}
+    for party, (_, phone) in lines.items():
+        phone.play(tone(PARTY_LEVELS[party], 1.0))
+    assert all(phone.wait_played(10) for _, phone in lines.values())
+    time.sleep(0.2)
+
+    for party, leg in legs.items():
+        sent = frame_levels(finish(leg, recorders[party])[:, 1])
+        heard = [through_pcmu(PARTY_LEVELS[source]) for source in hearing[party]]
+        assert set(sent) <= {sum(subset) for subset in subsets(heard)}, (party, set(sent))
+        assert sent.count(sum(heard)) >= 40, (party, sent)  # 50 frames played
+
+
+def subsets(levels: list[int]) -> list[list[int]]:
+    """Every subset of the sources' levels: the phones start and stop a tick or two apart."""
+    result: list[list[int]] = [[]]
+    for level in levels:
+        result += [[*subset, level] for subset in result]
+    return result
+
+
+def test_hearing_is_one_way_and_closing_a_leg_removes_it_everywhere(engine: MediaEngine) -> None:
+    customer, agent, supervisor = (engine.open_leg() for _ in range(3))
+    engine.bridge(customer, agent)
+    engine.set_hears(supervisor, [customer, agent, customer])
+    assert supervisor.hears == (customer, agent)  # a leg is heard once
+    assert customer.hears == (agent,) and agent.hears == (customer,)
+
+    customer.close()
+    assert supervisor.hears == (agent,) and agent.hears == () and customer.hears == ()
+    engine.unbridge(agent)
+    assert supervisor.hears == () and agent.hears == ()
+
+
+def test_hearing_bad_legs_is_refused_and_changes_nothing(engine: MediaEngine) -> None:
+    customer, agent, gone = (engine.open_leg() for _ in range(3))
+    engine.bridge(customer, agent)
+    gone.close()
+    other = MediaEngine("127.0.0.1", 38900, 38909)
+    stranger = other.open_leg()
+    try:
+        for sources, reason in (([agent, customer], "cannot hear itself"), ([gone], "is closed"),
+                                ([stranger], "another media engine")):
+            with pytest.raises(ValueError, match=reason):
+                engine.set_hears(customer, sources)
+            assert customer.hears == (agent,) and agent.hears == (customer,)
+    finally:
+        other.stop()
+
+
+def test_loop_has_no_gap_at_the_seam_and_prompts_play_over_it_ducked(engine: MediaEngine, peer: RawPeer,
+                                                                      tmp_path: Path) -> None:
+    """Hold music of 333 samples (not a whole number of frames) and a prompt over it."""
+    leg = engine.open_leg()
+    leg.connect(peer.address, g711.PCMU)
+    recorder = record(leg, tmp_path / "hold.wav")
+    music = np.arange(1, 334, dtype=np.int16)
+    leg.loop(music.tobytes())
+    time.sleep(0.5)
+    assert not leg.playing and leg.wait_played(0)  # the loop is not a prompt
+    prompt_level = 8000
+    leg.play(tone(prompt_level, 0.2))
+    assert leg.playing and leg.wait_played(2)
+    time.sleep(0.3)
+    leg.stop_loop()
+    time.sleep(0.2)
+    sent = finish(leg, recorder)[:, 1].astype(np.int32)
+
+    first = int(np.flatnonzero(sent)[0])
+    last = int(np.flatnonzero(sent)[-1])
+    looped = sent[first: last + 1]
+    assert first % g711.FRAME_SAMPLES == 0 and len(looped) % g711.FRAME_SAMPLES == 0
+    phase = np.arange(len(looped)) % len(music)
+    under_prompt = looped >= prompt_level
+    ducked = np.frombuffer(g711.attenuated(music.tobytes(), 12), dtype=np.int16).astype(np.int32)
+    expected = np.where(under_prompt, prompt_level + ducked[phase], music[phase])
+    assert (looped == expected).all()
+    assert under_prompt.sum() == 10 * g711.FRAME_SAMPLES  # the whole prompt, over the loop
+    assert ducked.max() == pytest.approx(music.max() / 4, rel=0.01)  # 12 dB down
+    assert not sent[last + 1:].any()  # stop_loop: silence again
+
+
+@pytest.mark.parametrize("pcm", [b"", b"\x01\x02\x03"])
+def test_loop_of_no_whole_samples_is_refused(engine: MediaEngine, pcm: bytes) -> None:
+    leg = engine.open_leg()
+    with pytest.raises(ValueError, match="16-bit samples"):
+        leg.loop(pcm)
+
+
+def test_time_the_clock_skips_is_recorded_as_silence_and_counted(engine: MediaEngine, peer: RawPeer,
+                                                                 tmp_path: Path) -> None:
+    """Two stalls of the media thread (a slow callback): the WAV still lasts as long as the call."""
+    leg = engine.open_leg()
+    leg.connect(peer.address, g711.PCMU, dtmf_payload_type=101)
+    stalls = {"1": 1.3, "2": 2.0}
+    leg.on_dtmf = lambda digit: time.sleep(stalls[digit])
+    leg.play(tone(3000, 8.0))
+    attached = time.monotonic()
+    recorder = record(leg, tmp_path / "stalled.wav")
+    for number, (event, at) in enumerate(((1, 0.5), (2, 2.5))):
+        time.sleep(max(0.0, attached + at - time.monotonic()))
+        dtmf_end = struct.pack("!BBH", event, 0x80 | 10, 800)
+        packet = rtp(number, dtmf_end, payload_type=101, timestamp=8000 * (number + 1))
+        peer.sock.sendto(packet, ("127.0.0.1", leg.local_port))
+    time.sleep(max(0.0, attached + 5.5 - time.monotonic()))
+    leg.detach_recorder()
+    wall_clock = time.monotonic() - attached
+    result = recorder.close()
+
+    assert result.duration == pytest.approx(wall_clock, abs=0.1)
+    assert leg.gap_seconds == pytest.approx(sum(stalls.values()), abs=0.1)
+    assert leg.longest_gap_seconds == pytest.approx(max(stalls.values()), abs=0.1)
+    assert engine.stats.skipped_ticks == leg.stats.gap_frames
+    sent = frame_levels(read_wav(result.path)[0][:, 1])
+    silent_runs = [len(run) for run in "".join("0" if level == 0 else "1" for level in sent).split("1") if run]
+    assert sum(silent_runs) == leg.stats.gap_frames and max(silent_runs) == leg.stats.longest_gap_frames
+
+
+@pytest.mark.parametrize("remote, reason", [
+    (("127.0.0.1", 70000), "port 70000 is outside 1-65535"),
+    (("127.0.0.1", 0), "port 0 is outside"),
+    (("127.0.0.1", -5), "port -5 is outside"),
+    (("127.0.0.1", "5004"), "port '5004' is outside"),
+    (("pbx.example.com", 5004), "not an \\(IPv4 address, port\\) pair"),
+    (("::1", 5004), "not an \\(IPv4 address, port\\) pair"),
+    (("0.0.0.0", 5004), "0.0.0.0 is not a destination"),
+    (None, "not an \\(IPv4 address, port\\) pair"),
+])
+def test_connect_refuses_an_rtp_destination_it_cannot_send_to(engine: MediaEngine, peer: RawPeer,
+                                                               remote: object, reason: str) -> None:
+    leg = engine.open_leg()
+    leg.connect(peer.address, g711.PCMU)
+    with pytest.raises(ValueError, match=reason):
+        leg.connect(remote, g711.PCMU)  # type: ignore[arg-type]
+    assert len(peer.receive(5)) == 5 and leg.stats.send_errors == 0  # the previous connection goes on
+
+
+@pytest.mark.parametrize("dtmf_payload_type", [128, -1, g711.PCMU])
+def test_connect_refuses_a_dtmf_payload_type_out_of_range(engine: MediaEngine, peer: RawPeer,
+                                                          dtmf_payload_type: int) -> None:
+    leg = engine.open_leg()
+    with pytest.raises(ValueError, match="DTMF payload type"):
+        leg.connect(peer.address, g711.PCMU, dtmf_payload_type=dtmf_payload_type)
+
+
+def test_send_errors_are_counted_and_logged_once_per_kind(engine: MediaEngine,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """From a socket on 127.0.0.1, TEST-NET-1 is EINVAL and broadcast EACCES, at every tick."""
+    leg = engine.open_leg()
+    with caplog.at_level("WARNING", logger="telephony.media"):
+        leg.connect(("192.0.2.1", 4000), g711.PCMU)
+        time.sleep(0.3)
+        leg.connect(("255.255.255.255", 4000), g711.PCMU)
+        time.sleep(0.3)
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 2, warnings
+    assert "OSError" in warnings[0] and "PermissionError" in warnings[1]
+    assert leg.stats.send_errors >= 20 and leg.stats.sent == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,11 @@ if TYPE_CHECKING:
     from models.recording import Recording
     from models.ticket import Ticket
     from models.user import User
+
+
+def new_call_uid() -> str:
+    """The uid a call flow gives its call before any row exists: the key of every event it reports."""
+    return uuid.uuid4().hex
 
 
 class CallDirection(str, Enum):
@@ -67,6 +73,9 @@ class Call(Base):
     __tablename__ = "calls"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # Nullable in the schema only: SQLite adds a NOT NULL column by rebuilding the table, which
+    # the foreign keys into calls forbid. Every row has one (this default; 0002 fills old rows).
+    uid: Mapped[str] = mapped_column(String(32), nullable=True, unique=True, index=True, default=new_call_uid)
     direction: Mapped[CallDirection] = mapped_column(str_enum(CallDirection))
     state: Mapped[CallState] = mapped_column(str_enum(CallState), default=CallState.RINGING)
     outcome: Mapped[CallOutcome | None] = mapped_column(str_enum(CallOutcome))

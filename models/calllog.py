@@ -1,52 +1,44 @@
 """The call log: each call's row, its recording and its ticket, as telephony reports them.
 
-Telephony calls these functions; the web UI and the workers read what they write.
+Telephony's call events (``telephony.call_events``) apply these functions from a journal, and may
+apply one twice after a crash: each is idempotent, keyed by the call's uid (and a recording's
+path). They write rows only; the jobs that follow a commit are the caller's to enqueue.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 
-import logging
-
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config import Settings
 from models.alarm import Alarm, AlarmKind
 from models.audit import acting_as
 from models.base import utcnow
-from models.call import Call, CallDirection, CallOutcome, CallState, HangupParty
+from models.call import Call, CallDirection, CallOutcome, CallState, HangupParty, new_call_uid
 from models.directory import customer_for_number
 from models.phone import normalize
 from models.recording import Recording, RecordingState
-from models.ticket import EventKind, Ticket, TicketType
-from models.ticketing import add_note, create_ticket, open_ticket_of
+from models.ticket import EventKind, Ticket, TicketEvent, TicketType
+from models.ticketing import create_ticket, open_ticket_of
 from models.user import User
 
-log = logging.getLogger(__name__)
+# Recordings worth transcribing once sealed.
+TRANSCRIBABLE = (RecordingState.COMPLETE, RecordingState.REPAIRED)
 
 
-def log_inbound(session: Session, settings: Settings, *, caller: str, callee: str, sip_call_id: str,
-                at: datetime | None = None) -> Call:
-    """A ringing inbound call, matched to its customer by caller ID and chained to their last call."""
-    return _log(session, settings, CallDirection.INBOUND, customer_number=caller, callee=callee,
-                sip_call_id=sip_call_id, at=at)
+def log_call(session: Session, settings: Settings, *, uid: str, direction: CallDirection, caller: str,
+             callee: str, sip_call_id: str, at: datetime | None = None, callback_id: int | None = None) -> Call:
+    """A ringing call, matched to its customer by number and chained to their last call; once per uid.
 
-
-def log_outbound(session: Session, settings: Settings, *, number: str, caller: str, sip_call_id: str,
-                 at: datetime | None = None, callback_id: int | None = None) -> Call:
-    """An outbound call to a customer (callbacks); caller_id still names the customer's number."""
-    call = _log(session, settings, CallDirection.OUTBOUND, customer_number=number, callee=caller,
-                sip_call_id=sip_call_id, at=at)
-    call.callback_id = callback_id
-    return call
-
-
-def _log(session: Session, settings: Settings, direction: CallDirection, *, customer_number: str, callee: str,
-         sip_call_id: str, at: datetime | None) -> Call:
-    e164 = normalize(customer_number, settings.general.phone_region)
+    Whichever way the call goes, ``caller`` is the customer's number and ``callee`` the hotline's
+    side, as the row keeps them (``caller_id``, ``callee``).
+    """
+    existing = call_by_uid(session, uid)
+    if existing is not None:
+        return existing
+    e164 = normalize(caller, settings.general.phone_region)
     customer = customer_for_number(session, e164)
     previous = None
     if customer is not None:
@@ -54,13 +46,31 @@ def _log(session: Session, settings: Settings, direction: CallDirection, *, cust
             select(Call).where(Call.customer_id == customer.id).order_by(Call.ring_at.desc(), Call.id.desc()).limit(1)
         )
     call = Call(
-        direction=direction, state=CallState.RINGING, sip_call_id=sip_call_id,
-        caller_id=e164 or customer_number, caller_raw=customer_number, callee=callee,
-        customer=customer, previous_call=previous, ring_at=at or utcnow(),
+        uid=uid, direction=direction, state=CallState.RINGING, sip_call_id=sip_call_id,
+        caller_id=e164 or caller, caller_raw=caller, callee=callee,
+        customer=customer, previous_call=previous, ring_at=at or utcnow(), callback_id=callback_id,
     )
     session.add(call)
     session.flush()
     return call
+
+
+def log_inbound(session: Session, settings: Settings, *, caller: str, callee: str, sip_call_id: str,
+                at: datetime | None = None, uid: str | None = None) -> Call:
+    """A ringing inbound call (see ``log_call``); a uid is made up when none is given."""
+    return log_call(session, settings, uid=uid or new_call_uid(), direction=CallDirection.INBOUND, caller=caller,
+                    callee=callee, sip_call_id=sip_call_id, at=at)
+
+
+def log_outbound(session: Session, settings: Settings, *, number: str, caller: str, sip_call_id: str,
+                 at: datetime | None = None, callback_id: int | None = None, uid: str | None = None) -> Call:
+    """An outbound call from ``caller`` (our side) to the customer's ``number`` (callbacks)."""
+    return log_call(session, settings, uid=uid or new_call_uid(), direction=CallDirection.OUTBOUND, caller=number,
+                    callee=caller, sip_call_id=sip_call_id, at=at, callback_id=callback_id)
+
+
+def call_by_uid(session: Session, uid: str) -> Call | None:
+    return session.scalar(select(Call).where(Call.uid == uid))
 
 
 # The timestamp column each state sets when the call first reaches it.
@@ -73,6 +83,9 @@ STATE_TIMESTAMPS = {
 
 
 def mark_state(session: Session, call: Call, state: CallState, at: datetime | None = None) -> None:
+    """Move the call to ``state``, stamping the state's column the first time; an ended call stays ended."""
+    if call.state is CallState.ENDED:
+        return
     call.state = state
     column = STATE_TIMESTAMPS.get(state)
     if column and getattr(call, column) is None:
@@ -86,6 +99,9 @@ def mark_answered(session: Session, call: Call, at: datetime | None = None) -> N
 
 def mark_ended(session: Session, call: Call, *, outcome: CallOutcome, hangup_by: HangupParty,
                at: datetime | None = None) -> None:
+    """The call's end, once: ending an ended call again changes nothing."""
+    if call.state is CallState.ENDED:
+        return
     call.outcome = outcome
     call.hangup_by = hangup_by
     mark_state(session, call, CallState.ENDED, at)
@@ -102,49 +118,50 @@ def mark_bridged(session: Session, call: Call, agent: User, at: datetime | None 
 
 
 def open_recording(session: Session, settings: Settings, call: Call, path: str, *, sample_rate: int = 8000,
-                   channels: int = 2) -> Recording:
-    """A recording being written; once this commits, live transcription follows it (if enabled)."""
+                   channels: int = 2, at: datetime | None = None) -> Recording:
+    """The call's recording being written at ``path``; once per call and path."""
+    existing = recording_of(session, call, path)
+    if existing is not None:
+        return existing
     recording = Recording(call=call, path=path, sample_rate=sample_rate, channels=channels,
-                          state=RecordingState.RECORDING)
+                          state=RecordingState.RECORDING, started_at=at or utcnow())
     session.add(recording)
     session.flush()
-    _after_commit(session, lambda: _enqueue("enqueue_live_transcription", settings, recording.id))
     return recording
 
 
+def recording_of(session: Session, call: Call, path: str) -> Recording | None:
+    return session.scalar(select(Recording).where(Recording.call_id == call.id, Recording.path == path))
+
+
 def close_recording(session: Session, settings: Settings, recording: Recording, *, duration: float, sha256: str,
-                    size_bytes: int, state: RecordingState = RecordingState.COMPLETE,
-                    error: str | None = None) -> None:
-    """Seal the recording; a usable one is queued for transcription once this commits."""
+                    size_bytes: int, state: RecordingState = RecordingState.COMPLETE, error: str | None = None,
+                    gap_seconds: float = 0.0, longest_gap_seconds: float = 0.0,
+                    at: datetime | None = None) -> None:
+    """Seal the recording, once: a sealed one is left as it is.
+
+    ``gap_seconds``: time the media clock lost, written as silence (the flow alarms on long gaps).
+    """
+    if recording.state is not RecordingState.RECORDING:
+        return
     recording.duration = duration
     recording.sha256 = sha256
     recording.size_bytes = size_bytes
     recording.state = state
     recording.error = error
-    recording.closed_at = utcnow()
+    recording.gap_seconds = gap_seconds
+    recording.longest_gap_seconds = longest_gap_seconds
+    recording.closed_at = at or utcnow()
     session.flush()
-    if state in (RecordingState.COMPLETE, RecordingState.REPAIRED):
-        _after_commit(session, lambda: _enqueue("enqueue_transcription", settings, recording.id))
 
 
-def _enqueue(job: str, settings: Settings, recording_id: int) -> None:
-    """Queue a transcription job; Redis being down costs the notes' timing, never the call."""
-    # Imported late: workers depend on models, not the other way round at import time.
-    from workers import dispatch
+def ticket_for_call(session: Session, settings: Settings, call: Call, at: datetime | None = None) -> Ticket:
+    """Link the call to the customer's open ticket, or open a new one filled from their record; once.
 
-    try:
-        getattr(dispatch, job)(settings, recording_id)
-    except Exception:  # the recording stays pending: `hotline transcribe --since` catches up
-        log.exception("recording %s: %s failed", recording_id, job)
-
-
-def _after_commit(session: Session, action: Callable[[], None]) -> None:
-    """Run ``action`` once the session's transaction commits (a job must see committed rows)."""
-    event.listen(session, "after_commit", lambda _s: action(), once=True)
-
-
-def ticket_for_call(session: Session, settings: Settings, call: Call) -> Ticket:
-    """Link the call to the customer's open ticket, or open a new one filled from their record."""
+    ``at`` dates the link on the ticket's trail (the call's end, as reported).
+    """
+    if call.ticket is not None:
+        return call.ticket
     ticket = open_ticket_of(session, call.customer_id) if call.customer_id else None
     if ticket is None:
         ticket = create_ticket(
@@ -152,14 +169,25 @@ def ticket_for_call(session: Session, settings: Settings, call: Call) -> Ticket:
             description=f"来电 {call.caller_id} → {call.callee}", now=call.ring_at,
         )
     call.ticket = ticket
-    add_note(session, ticket, f"通话 #{call.id} ({call.direction.value}, {call.caller_id})",
-             kind=EventKind.CALL_LINKED, data={"call_id": call.id})
+    # Not add_note: the link is dated when the call ended, however late it is written.
+    session.add(TicketEvent(ticket=ticket, at=at or utcnow(), kind=EventKind.CALL_LINKED,
+                            text=f"通话 #{call.id} ({call.direction.value}, {call.caller_id})",
+                            data={"call_id": call.id}))
+    session.flush()
     return ticket
 
 
 def raise_alarm(session: Session, kind: AlarmKind, message: str, *, call: Call | None = None,
-                source: str = "") -> Alarm:
-    alarm = Alarm(kind=kind, message=message, call_id=call.id if call else None, source=source)
+                source: str = "", at: datetime | None = None) -> Alarm:
+    """An alarm; raised again with the same time (``at``), kind, message and call, it is the same alarm."""
+    call_id = call.id if call else None
+    if at is not None:
+        existing = session.scalar(select(Alarm).where(
+            Alarm.kind == kind, Alarm.raised_at == at, Alarm.call_id == call_id, Alarm.message == message,
+        ))
+        if existing is not None:
+            return existing
+    alarm = Alarm(kind=kind, message=message, call_id=call_id, source=source, raised_at=at or utcnow())
     session.add(alarm)
     session.flush()
     return alarm

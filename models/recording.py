@@ -35,6 +35,9 @@ class Recording(Base):
     duration: Mapped[float | None]
     size_bytes: Mapped[int | None]
     sha256: Mapped[str | None] = mapped_column(String(64))
+    # Time the media clock lost and the recorder wrote as silence: all of it, and the longest gap.
+    gap_seconds: Mapped[float] = mapped_column(default=0.0, server_default="0")
+    longest_gap_seconds: Mapped[float] = mapped_column(default=0.0, server_default="0")
     state: Mapped[RecordingState] = mapped_column(str_enum(RecordingState), default=RecordingState.RECORDING)
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,19 +1,29 @@
-"""The call log: caller-ID matching, chained calls, tickets opened or linked, recordings, alarms."""
+"""The call log: caller-ID matching, chained calls, tickets opened or linked, recordings, alarms.
+
+Every function may be applied twice (a journal replayed after a crash): the second time changes nothing.
+"""
 
 from __future__ import annotations
 
-from unittest import mock
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
-from models.alarm import AlarmKind
-from models.call import CallOutcome, CallState, HangupParty
+from sqlalchemy import func, select
+
+from models.alarm import Alarm, AlarmKind
+from models.call import Call, CallDirection, CallOutcome, CallState, HangupParty
 from models.calllog import (
-    close_recording, mark_bridged, log_inbound, mark_answered, mark_ended, mark_state, open_recording, raise_alarm,
-    ticket_for_call, unfinished_recordings,
+    close_recording, log_call, log_outbound, mark_bridged, log_inbound, mark_answered, mark_ended, mark_state,
+    open_recording, raise_alarm, ticket_for_call, unfinished_recordings,
 )
 from models.directory import add_customer
-from models.recording import RecordingState
+from models.recording import Recording, RecordingState
 from models.ticket import EventKind, TicketStatus
 from models.ticketing import change_ticket
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def inbound(db, settings, caller="13800138000", call_id="c1"):
@@ -66,28 +76,80 @@ def test_closed_ticket_is_not_reused(db, settings):
     assert ticket_for_call(db, settings, inbound(db, settings, call_id="c2")) is not ticket
 
 
-def test_closing_a_recording_queues_transcription_after_commit(db, settings):
+def test_failed_recording_is_kept_with_its_error_and_an_alarm(db, settings):
     call = inbound(db, settings)
     recording = open_recording(db, settings, call, "/rec/1.wav")
     assert unfinished_recordings(db) == [recording]
-    with mock.patch("workers.dispatch.enqueue_transcription") as enqueue:
-        close_recording(db, settings, recording, duration=3.0, sha256="ab" * 32, size_bytes=48044)
-        enqueue.assert_not_called()
-        db.commit()
-        enqueue.assert_called_once_with(settings, recording.id)
-    assert recording.state is RecordingState.COMPLETE and unfinished_recordings(db) == []
+    close_recording(db, settings, recording, duration=0, sha256="", size_bytes=0,
+                    state=RecordingState.FAILED, error="disk full")
+    alarm = raise_alarm(db, AlarmKind.RECORDING_FAILED, "disk full", call=call)
+    assert (recording.state, recording.error) == (RecordingState.FAILED, "disk full")
+    assert alarm.call_id == call.id and unfinished_recordings(db) == []
 
 
-def test_failed_recording_is_not_queued_and_raises_an_alarm(db, settings):
+def test_a_call_is_logged_once_per_uid(db, settings):
+    first = log_call(db, settings, uid="a" * 32, direction=CallDirection.INBOUND, caller="13800138000",
+                     callee="1000", sip_call_id="c1")
+    again = log_call(db, settings, uid="a" * 32, direction=CallDirection.INBOUND, caller="13800138000",
+                     callee="1000", sip_call_id="c1")
+    assert again is first and db.scalar(select(func.count(Call.id))) == 1
+    assert len(inbound(db, settings).uid) == 32  # callers without a uid get one
+
+
+def test_outbound_call_names_the_customer_not_our_side(db, settings):
+    call = log_outbound(db, settings, number="13800138000", caller="1000", sip_call_id="o1")
+    assert (call.direction, call.caller_id, call.callee) == (CallDirection.OUTBOUND, "+8613800138000", "1000")
+
+
+def test_a_recording_is_opened_and_sealed_once(db, settings):
     call = inbound(db, settings)
-    recording = open_recording(db, settings, call, "/rec/1.wav")
-    with mock.patch("workers.dispatch.enqueue_transcription") as enqueue:
-        close_recording(db, settings, recording, duration=0, sha256="", size_bytes=0,
-                        state=RecordingState.FAILED, error="disk full")
-        alarm = raise_alarm(db, AlarmKind.RECORDING_FAILED, "disk full", call=call)
-        db.commit()
-        enqueue.assert_not_called()
-    assert alarm.call_id == call.id
+    recording = open_recording(db, settings, call, "/rec/1.wav", at=call.ring_at)
+    assert open_recording(db, settings, call, "/rec/1.wav") is recording
+    close_recording(db, settings, recording, duration=3.0, sha256="ab" * 32, size_bytes=48044,
+                    gap_seconds=0.2, longest_gap_seconds=0.1)
+    closed_at = recording.closed_at
+    close_recording(db, settings, recording, duration=0, sha256="", size_bytes=0, state=RecordingState.FAILED)
+    assert (recording.state, recording.duration, recording.closed_at) == (RecordingState.COMPLETE, 3.0, closed_at)
+    assert (recording.gap_seconds, recording.longest_gap_seconds) == (0.2, 0.1)
+    assert db.scalar(select(func.count(Recording.id))) == 1 and db.scalar(select(func.count(Alarm.id))) == 0
+
+
+def test_an_ended_call_stays_as_it_ended(db, settings):
+    call = inbound(db, settings)
+    mark_ended(db, call, outcome=CallOutcome.ABANDONED, hangup_by=HangupParty.CUSTOMER)
+    ended_at = call.ended_at
+    mark_ended(db, call, outcome=CallOutcome.FAILED, hangup_by=HangupParty.SYSTEM)
+    mark_state(db, call, CallState.QUEUED)
+    assert (call.state, call.outcome, call.ended_at, call.queued_at) == (
+        CallState.ENDED, CallOutcome.ABANDONED, ended_at, None)
+
+
+def test_a_call_is_linked_to_its_ticket_once_dated_when_reported(db, settings):
+    call = inbound(db, settings)
+    ended = datetime(2026, 11, 23, 9, 30, tzinfo=timezone.utc)
+    ticket = ticket_for_call(db, settings, call, at=ended)
+    assert ticket_for_call(db, settings, call) is ticket
+    [link] = [e for e in ticket.events if e.kind is EventKind.CALL_LINKED]
+    assert link.at == ended and link.data == {"call_id": call.id}
+
+
+def test_an_alarm_raised_again_at_the_same_time_is_the_same_alarm(db, settings):
+    call = inbound(db, settings)
+    at = datetime.now(timezone.utc) - timedelta(hours=1)
+    first = raise_alarm(db, AlarmKind.RECORDING_FAILED, "disk full", call=call, at=at)
+    assert raise_alarm(db, AlarmKind.RECORDING_FAILED, "disk full", call=call, at=at) is first
+    assert first.raised_at == at
+    raise_alarm(db, AlarmKind.RECORDING_FAILED, "disk full", call=call)  # a new fault, a new alarm
+    assert db.scalar(select(func.count(Alarm.id))) == 2
+
+
+def test_models_import_nothing_above_them():
+    found = subprocess.run(
+        [sys.executable, "-c", "import sys, models, models.calllog, models.db\n"
+         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('workers', 'telephony', 'webui', 'hotline')))"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )
+    assert found.stdout.strip() == "[]"
 
 
 def test_first_agent_to_take_the_contact_owns_the_ticket(db, settings):

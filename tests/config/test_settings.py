@@ -34,7 +34,7 @@ def test_file_then_environment(tmp_path: Path):
            "REDIS_URL": "redis://127.0.0.1:6379/3"}
     settings = load_settings(path, env=env)
     assert settings.sip.answer_delay == 2.5
-    assert settings.database_url == "postgresql://db/x"
+    assert settings.database_url == "postgresql+psycopg://db/x"
     assert settings.redis.url == "redis://127.0.0.1:6379/3"
     assert settings.home == tmp_path / "h"
 
@@ -67,3 +67,52 @@ def test_default_config_file_is_valid_toml_with_every_setting_and_source(tmp_pat
     assert set(parsed) == set(SECTIONS)
     assert "Source: manual 001" in default_config_text()
     assert load_settings(path, env={}).tickets.receipt_hours == 1
+
+
+@pytest.mark.parametrize(("given", "used"), [
+    ("postgresql://postgres@127.0.0.1:5432/test", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+    ("postgres://u:pw@db/x?sslmode=require", "postgresql+psycopg://u:pw@db/x?sslmode=require"),
+    ("postgresql+psycopg2://db/x", "postgresql+psycopg://db/x"),
+    ("postgresql+psycopg://db/x", "postgresql+psycopg://db/x"),
+    ("sqlite:////srv/hotline/hotline.db", "sqlite:////srv/hotline/hotline.db"),
+])
+def test_postgresql_urls_run_on_psycopg_3(tmp_path: Path, given: str, used: str):
+    assert load_settings(tmp_path / "absent.toml", env={"HOTLINE_DATABASE_URL": given}).database_url == used
+
+
+DATABASE = ("HOTLINE_DATABASE_URL", "database.url / HOTLINE_DATABASE_URL")
+REDIS = ("REDIS_URL", "redis.url / REDIS_URL")
+
+
+@pytest.mark.parametrize(("service", "url", "phrase"), [
+    (DATABASE, "mysql://root:secret@db/hotline", "mysql:// is not supported"),
+    (DATABASE, "garbage", "is not a database URL ('garbage')"),
+    (DATABASE, "postgresql://db:port/x", "the port is not a number"),
+    (DATABASE, "sqlite:///hotline.db", "the SQLite path 'hotline.db' is relative"),
+    (DATABASE, "sqlite://", "in-memory SQLite database"),
+    (REDIS, "http://cache:6379", "is not a Redis URL ('http://cache:6379')"),
+    (REDIS, "localhost:6379", "is not a Redis URL"),
+    (REDIS, "redis://:secret@cache:63x9/0", "the port is not a number"),
+    (REDIS, "redis://cache:6379/queue", "the Redis database must be a number"),
+    (REDIS, "unix://", "names no socket"),
+])
+def test_an_unusable_service_url_is_one_line_naming_the_setting(tmp_path: Path, service: tuple[str, str], url: str,
+                                                                 phrase: str):
+    variable, setting = service
+    with pytest.raises(ConfigError) as raised:
+        load_settings(tmp_path / "absent.toml", env={variable: url})
+    message = str(raised.value)
+    assert phrase in message and setting in message and "\n" not in message
+    assert "secret" not in message
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/3", "rediss://:pw@cache:6380/0", "unix:///run/redis.sock"])
+def test_redis_urls_accepted(tmp_path: Path, url: str):
+    assert load_settings(tmp_path / "absent.toml", env={"REDIS_URL": url}).redis.url == url
+
+
+def test_a_url_in_the_file_is_checked_like_one_in_the_environment(tmp_path: Path):
+    path = tmp_path / "hotline.toml"
+    path.write_text('[database]\nurl = "mssql://db/x"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="mssql:// is not supported"):
+        load_settings(path, env={})

@@ -17,6 +17,7 @@ class AlarmKind(str, Enum):
     PBX_DOWN = "pbx_down"
     TRANSCRIPTION_FAILED = "transcription_failed"
     BAD_INPUT = "bad_input"
+    RECORDING_GAP = "recording_gap"  # the media clock fell behind: time written as silence
 
 
 class Alarm(Base):

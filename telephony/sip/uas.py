@@ -58,7 +58,9 @@ class Answering:
         dialog.route_set = msg.get_all("Record-Route")
         dialog.remote_cseq = msg.cseq[0]
         dialog.remote_media = offer
-        dialog.codec = choose_codec(offer) if offer else None
+        # A first offer must name a stream we can send to (port 0 / 0.0.0.0 refuse or hold it).
+        usable = offer is not None and offer.port != 0 and offer.address != "0.0.0.0"
+        dialog.codec = choose_codec(offer) if usable else None
         endpoint.dialogs[dialog.call_id] = dialog
         if dialog.codec is None:
             self.reject(dialog, 488)  # no G.711 offered; on_invite still hears of it, to log it

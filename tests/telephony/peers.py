@@ -72,15 +72,19 @@ class Peer:
 
 def baresip_caller(workdir: Path, source_wav: Path, target: str, *, user: str = CALLER_NUMBER,
                    codecs: str = "PCMU,PCMA", lifetime: int = 60) -> Peer:
-    """baresip dialling ``target``, playing ``source_wav`` (8 kHz); the end of the file hangs up."""
+    """baresip dialling ``target``, playing ``source_wav`` (8 kHz); the end of the file hangs up.
+
+    What it hears goes to ``dump-*-dec.wav`` in ``workdir``.
+    """
     account = f"<sip:{user}@{HOST}>;regint=0;audio_codecs={codecs}"
-    return _baresip(workdir, source_wav, account, ["-e", f"/dial {target}"], lifetime)
+    return _baresip(workdir, source_wav, account, ["-e", f"/dial {target}"], lifetime, modules=("sndfile",))
 
 
 def baresip_callee(workdir: Path, source_wav: Path, *, user: str = "2000", password: str = "secret",
-                   lifetime: int = 120) -> Peer:
-    """baresip registered at the PBX as ``user``, answering at once; what it hears goes to dump-*-dec.wav."""
-    account = f"<sip:{user}@{HOST}:{PBX_PORT}>;auth_pass={password};regint=60;answermode=auto;audio_codecs=PCMU,PCMA"
+                   lifetime: int = 120, answer: bool = True) -> Peer:
+    """baresip registered at the PBX as ``user``, answering at once (or only ringing); what it hears goes to dump-*-dec.wav."""
+    mode = "auto" if answer else "manual"
+    account = f"<sip:{user}@{HOST}:{PBX_PORT}>;auth_pass={password};regint=60;answermode={mode};audio_codecs=PCMU,PCMA"
     return _baresip(workdir, source_wav, account, [], lifetime, modules=("sndfile",))
 
 

@@ -59,7 +59,7 @@ def test_baresip_speech_is_recorded_on_the_left_channel_with_its_silences(
     recording = call.recording
     assert recording is not None and recording.state is RecordingState.COMPLETE
     path = Path(recording.path)
-    assert path.parent.parent.parent.parent == sip_settings.recordings_dir and path.name == f"{call.id}.wav"
+    assert path.parent.parent.parent.parent == sip_settings.recordings_dir and path.name == f"{call.uid}.wav"
     samples, rate = read_wav(path)
     assert rate == 8000 and samples.shape[1] == 2
     source = read_wav(caller_speech)[0][:, 0]
@@ -70,8 +70,13 @@ def test_baresip_speech_is_recorded_on_the_left_channel_with_its_silences(
     source_gaps = peers.silent_runs(source)
     gap = max(source_gaps, key=lambda g: g[1])
     assert any(abs(start - gap[0]) < 0.1 and abs(length - gap[1]) < 0.1 for start, length in gaps), (gaps, gap)
-    # the right channel holds the greeting and the notice Hotline played
-    assert abs(samples[:, 1].astype(float)).max() > 1000
+    # the right channel holds the greeting and the notice Hotline played, and the caller heard them
+    welcome = np.concatenate([service_prompt(sip_settings, "greeting"), service_prompt(sip_settings, "recording_notice")])
+    recorded, _ = best_correlation(welcome, samples[:, 1], max_lag_s=1.0)
+    assert recorded >= MATCH_THRESHOLD, f"greeting not on the right channel ({recorded:.3f})"
+    [dump] = (tmp_path / "baresip").glob("dump-*-dec.wav")
+    heard, _ = best_correlation(welcome, read_wav(dump)[0][:, 0], max_lag_s=2.0)
+    assert heard >= MATCH_THRESHOLD, f"the caller did not hear the greeting ({heard:.3f})"
     assert recording.sha256 and recording.duration == pytest.approx(len(samples) / 8000, abs=0.05)
 
     listed = CliRunner().invoke(main, ["calls", "list", "--json"])
@@ -176,6 +181,9 @@ def test_linphone_caller_is_answered_and_recorded(service: HotlineService, sip_s
     samples, _ = read_wav(call.recording.path)
     correlation, _ = best_correlation(read_wav(caller_speech)[0][:, 0], samples[:, 0])
     assert correlation >= MATCH_THRESHOLD, correlation
+    welcome = np.concatenate([service_prompt(sip_settings, "greeting"), service_prompt(sip_settings, "recording_notice")])
+    heard, _ = best_correlation(welcome, read_wav(phone.heard)[0][:, 0], max_lag_s=3.0)
+    assert heard >= MATCH_THRESHOLD, f"Linphone did not hear the greeting ({heard:.3f})"
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ COMPACT = {"i": "call-id", "m": "contact", "f": "from", "t": "to", "v": "via", "
 # Headers that may hold several comma-separated values in one line.
 LIST_HEADERS = {"via", "route", "record-route", "contact"}
 REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
-HOST = re.compile(r"[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]")
+HOST = re.compile(r"[A-Za-z0-9.\-]+|[0-9A-Fa-f:.]+")  # a name, IPv4, or IPv6 (brackets removed)
 
 
 class SipParseError(ValueError):

@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -26,15 +25,16 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
-from werkzeug.security import generate_password_hash
 
 from config import Settings
 from hotline.processes import stop_process
-from models.accounts import AccountError, add_user, sip_ha1
+from models.accounts import AccountError, add_user, set_password
 from models.call import Call, CallState
 from models.db import session_scope
 from models.recording import RecordingState
 from models.user import Role, User
+from telephony import sip
+from telephony.sip.message import new_branch, new_tag
 
 HOST = "127.0.0.1"
 BINARIES = ("baresip", "espeak-ng", "sox")
@@ -129,29 +129,44 @@ class Softphone:
             stop_process(self.process, timeout)
 
 
-def sip_ping(user: str, port: int, timeout: float = 1.0) -> int | None:
-    """Status of an OPTIONS to ``user`` through the PBX: 200 once ``user`` is registered and answers."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((HOST, 0))
-        sock.settimeout(timeout)
-        me = f"{HOST}:{sock.getsockname()[1]}"
-        call_id = uuid.uuid4().hex
-        request = (f"OPTIONS sip:{user}@{HOST}:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}\r\n"
-                   f"From: <sip:demo@{me}>;tag={call_id[:8]}\r\nTo: <sip:{user}@{HOST}>\r\nCall-ID: {call_id}\r\n"
-                   f"CSeq: 1 OPTIONS\r\nMax-Forwards: 10\r\nContent-Length: 0\r\n\r\n")
-        sock.sendto(request.encode(), (HOST, port))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                reply = sock.recv(65535).decode(errors="replace")
-            except OSError:
-                return None
-            status = reply.split(" ", 2)[1] if reply.startswith("SIP/2.0 ") else ""
-            if call_id in reply and status.isdigit() and int(status) >= 200:
-                return int(status)
-    return None
+class RegistrationProbe:
+    """Whether an extension is registered at the PBX, asked with an OPTIONS to it through the PBX.
 
+    The demo's own SIP endpoint (no account) on ``port`` sends it: a registered phone answers 200,
+    the PBX answers 404 for an extension nobody registered.
+    """
 
+    def __init__(self, *, port: int, pbx_port: int) -> None:
+        self.endpoint = sip.Endpoint(local_ip=HOST, local_port=port, pbx_host=HOST, pbx_port=pbx_port, keepalive=0)
+
+    def start(self) -> None:
+        self.endpoint.start()
+
+    def stop(self) -> None:
+        self.endpoint.stop()
+
+    def status(self, extension: str, timeout: float = 1.0) -> int | None:
+        """Final status of the OPTIONS to ``extension``, or None without one within ``timeout``."""
+        endpoint = self.endpoint
+        host, port = endpoint.pbx
+        options = sip.Message(f"OPTIONS sip:{extension}@{host}:{port} SIP/2.0")
+        options.headers += [
+            ("Via", f"SIP/2.0/UDP {endpoint.sent_by};branch={new_branch()};rport"), ("Max-Forwards", "10"),
+            ("From", f"<sip:demo@{endpoint.sent_by}>;tag={new_tag()}"), ("To", f"<sip:{extension}@{host}>"),
+            ("Call-ID", uuid.uuid4().hex), ("CSeq", "1 OPTIONS"),
+        ]
+        answers: list[sip.Message] = []
+        answered = threading.Event()
+
+        def on_response(response: sip.Message | None) -> None:
+            if response is not None:
+                answers.append(response)
+            answered.set()
+
+        endpoint.request(options, on_response)
+        answered.wait(timeout)
+        endpoint.transactions.forget(options)  # no retransmissions once we stopped waiting
+        return answers[0].status if answers else None
 
 
 @dataclass
@@ -242,8 +257,7 @@ class Demo:
                 self.say(f"用户 {username} 的分机不是 {extension} / user {username} has another extension: skipped")
                 return None
             else:
-                user.password_hash = generate_password_hash(password)
-                user.sip_ha1 = sip_ha1(extension, realm, password)
+                set_password(user, password, realm=realm)
         return Agent(username, extension, password)
 
     # running
@@ -267,26 +281,30 @@ class Demo:
         return [a.phone for a in self.agents if a.phone] + [c.phone for c in self.customers]
 
     def _scenario(self) -> None:
+        probe = RegistrationProbe(port=self.phone_port - 1, pbx_port=self.settings.sip.pbx_port)
         try:
-            self.succeeded = self._drive()
+            probe.start()
+            self.succeeded = self._drive(probe)
         except Exception as exc:  # reported, and the demo fails instead of hanging
             self.say(f"演示失败 / demo failed: {exc!r}")
+        finally:
+            probe.stop()
         # `hotline run` stops every service at SIGTERM, as at Ctrl-C. Its handler is in place long before:
         # it is set as soon as the services are spawned, and the scenario first waits for registration.
         if not self.keep_running and not self.stopped.is_set():
             os.kill(os.getpid(), signal.SIGTERM)
 
-    def _drive(self) -> bool:
+    def _drive(self, probe: RegistrationProbe) -> bool:
         pbx_port = self.settings.sip.pbx_port
         number = self.settings.sip.hotline_numbers[0]
-        if not self._registered(number, REGISTER_TIMEOUT):
+        if not self._registered(probe, number, REGISTER_TIMEOUT):
             self.say(f"热线号码 {number} 未注册 / hotline number {number} did not register")
             return False
         self.say(f"热线 {number} 已就绪 / hotline number {number} registered at the PBX on {HOST}:{pbx_port}")
         web = self.settings.web
         self.say(f"网页 / web UI: http://{web.host}:{web.port}/calls/ — 用管理员账号登录 (密码见上方 hotline init 的输出) / "
                  "log in as the admin (password printed by hotline init above)")
-        self._start_agents()
+        self._start_agents(probe)
         for index, customer in enumerate(self.customers):
             if index:
                 self._watch(CUSTOMER_GAP)
@@ -298,12 +316,12 @@ class Demo:
         self._watch(CALL_DEADLINE, until_done=True)
         return self._summary()
 
-    def _start_agents(self) -> None:
+    def _start_agents(self, probe: RegistrationProbe) -> None:
         for agent in self.agents:
             assert agent.phone is not None and not self.stopped.is_set()
             agent.phone.start(lifetime=None if self.keep_running else AGENT_LIFETIME_ONCE)
         for agent in self.agents:
-            if self._registered(agent.extension, 10.0):
+            if self._registered(probe, agent.extension, 10.0):
                 self.say(f"坐席 {agent.username} 分机 {agent.extension} 已注册, 自动应答 / agent registered, "
                          "auto-answer")
             else:
@@ -313,10 +331,10 @@ class Demo:
             self.say("注意: 转接坐席尚未实现, 来电排队直到客户挂机 / note: calls are not bridged to agents yet "
                      "(next release); callers wait queued until they hang up")
 
-    def _registered(self, extension: str, timeout: float) -> bool:
+    def _registered(self, probe: RegistrationProbe, extension: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while not self.stopped.is_set() and time.monotonic() < deadline:
-            if sip_ping(extension, self.settings.sip.pbx_port) == 200:
+            if probe.status(extension) == 200:
                 return True
             self.stopped.wait(0.5)
         return False

@@ -1,4 +1,8 @@
-"""User accounts: individual logins with hashed passwords and SIP credentials for the local PBX."""
+"""User accounts: individual logins with hashed passwords and SIP credentials for the local PBX.
+
+A password is set in one place, ``set_password``: the web login's hash and, for a user with an
+extension, the SIP digest HA1 the PBX checks (``sip_ha1``, the one HA1 code path of Hotline).
+"""
 
 from __future__ import annotations
 
@@ -18,8 +22,16 @@ class AccountError(ValueError):
 
 
 def sip_ha1(extension: str, realm: str, password: str) -> str:
-    """The digest HA1 the PBX checks: md5(user:realm:password)."""
+    """The digest HA1 (RFC 2617) a registrar checks: md5 of ``extension:realm:password``."""
     return hashlib.md5(f"{extension}:{realm}:{password}".encode()).hexdigest()
+
+
+def set_password(user: User, password: str, *, realm: str) -> None:
+    """Give ``user`` a new password: for the web login and, with an extension, for the PBX."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+    user.password_hash = generate_password_hash(password)
+    user.sip_ha1 = sip_ha1(user.extension, realm, password) if user.extension else None
 
 
 def add_user(
@@ -33,21 +45,13 @@ def add_user(
     skills: list[str] | None = None,
     display_name: str = "",
 ) -> User:
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise AccountError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
     if session.scalar(select(User).where(User.username == username)):
         raise AccountError(f"user {username!r} exists already")
     if extension and session.scalar(select(User).where(User.extension == extension)):
         raise AccountError(f"extension {extension} belongs to another user")
-    user = User(
-        username=username,
-        display_name=display_name or username,
-        role=role,
-        extension=extension,
-        password_hash=generate_password_hash(password),
-        sip_ha1=sip_ha1(extension, realm, password) if extension else None,
-        skills=list(skills or []),
-    )
+    user = User(username=username, display_name=display_name or username, role=role, extension=extension,
+                skills=list(skills or []))
+    set_password(user, password, realm=realm)
     session.add(user)
     session.flush()
     return user

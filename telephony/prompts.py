@@ -1,16 +1,19 @@
 """Prompts as 8 kHz 16-bit mono PCM, ready for ``MediaLeg.play``.
 
-From an audio file of any format (decoded, downmixed and resampled by ffmpeg, the tool pydub
-would call anyway, with a better resampler than ``audioop.ratecv``), or from text through the
+From an audio file of any format (``telephony.audio.decode``: pydub), or from text through the
 offline TTS command of ``settings.prompts.tts_command`` (espeak-ng's Mandarin voice by
 default). The command is split like a shell would, but run without one: ``{out}`` and
 ``{text}`` are replaced inside the arguments, so text can never become a command.
 Rendered text is cached under ``HOTLINE_HOME/prompts`` by a hash of command and text.
+
+A configured file that cannot be read is logged as an error naming its setting, and the
+prompt's text is spoken instead: a caller is greeted whatever happened to the file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shlex
 import subprocess
@@ -20,29 +23,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from config import Settings
+from telephony.audio import AudioError, decode, write_wav
 
-SAMPLE_RATE = 8000
+log = logging.getLogger(__name__)
+
 TTS_TIMEOUT = 60.0
 
 
 class PromptError(Exception):
     """A prompt could not be made; the message names the file or the command."""
-
-
-def load_file(path: Path | str) -> bytes:
-    """Any audio file ffmpeg can read, as 8 kHz 16-bit signed mono PCM."""
-    path = Path(path)
-    if not path.is_file():
-        raise PromptError(f"prompt file {path} does not exist")
-    command = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-f", "s16le", "-ac", "1", "-ar", str(SAMPLE_RATE), "-"]
-    try:
-        done = subprocess.run(command, capture_output=True, timeout=TTS_TIMEOUT)
-    except FileNotFoundError:
-        raise PromptError(f"cannot read prompt file {path}: ffmpeg is not installed") from None
-    if done.returncode != 0 or not done.stdout:
-        reason = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no audio in it"]
-        raise PromptError(f"cannot read prompt file {path}: {reason[0]}")
-    return done.stdout
 
 
 def tts_arguments(command: str, text: str, out: Path) -> list[str]:
@@ -65,7 +54,10 @@ def render_text(text: str, command: str, cache_dir: Path) -> bytes:
         run_tts(tts_arguments(command, text, spoken), command)
         if not spoken.is_file():  # espeak-ng exits 0 on an unknown option
             raise PromptError(f"TTS command {command!r} wrote no audio file")
-        pcm = load_file(spoken)
+        try:
+            pcm = decode(spoken, name=f"the audio of TTS command {command!r}")
+        except AudioError as exc:
+            raise PromptError(str(exc)) from None
         partial = Path(work) / "prompt.wav"
         write_wav(partial, pcm)
         os.replace(partial, cached)  # whole files only: another process may render the same prompt
@@ -84,14 +76,6 @@ def run_tts(arguments: list[str], command: str) -> None:
         raise PromptError(f"TTS command {command!r} failed with exit code {done.returncode}: {detail}")
 
 
-def write_wav(path: Path, pcm: bytes) -> None:
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(SAMPLE_RATE)
-        wav.writeframes(pcm)
-
-
 def read_cached(path: Path) -> bytes:
     with wave.open(str(path), "rb") as wav:
         return wav.readframes(wav.getnframes())
@@ -108,23 +92,30 @@ class PromptLibrary:
     def greeting(self) -> bytes:
         prompts = self.settings.prompts
         text = prompts.greeting.replace("{company}", self.settings.general.company_name)
-        return self._file_or_text(prompts.greeting_file, text)
+        return self._file_or_text("greeting_file", text)
 
     def recording_notice(self) -> bytes:
-        return self._file_or_text("", self.settings.prompts.recording_notice)
+        return self.render_text(self.settings.prompts.recording_notice)
 
     def closing(self) -> bytes:
-        return self._file_or_text(self.settings.prompts.closing_file, self.settings.prompts.closing)
+        return self._file_or_text("closing_file", self.settings.prompts.closing)
 
     def render_text(self, text: str) -> bytes:
         return self._made_once(("text", text), lambda: render_text(text, self.settings.prompts.tts_command, self.cache_dir))
 
-    def load_file(self, path: Path | str) -> bytes:
-        return self._made_once(("file", str(path)), lambda: load_file(path))
+    def _file_or_text(self, setting: str, text: str) -> bytes:
+        """The file of ``prompts.<setting>`` if one is set and readable, else ``text`` spoken."""
+        path = getattr(self.settings.prompts, setting)
+        if not path:
+            return self.render_text(text)
+        return self._made_once(("file", path), lambda: self._file_else_text(setting, path, text))
 
-    def _file_or_text(self, path: str, text: str) -> bytes:
-        """A configured file wins over the text."""
-        return self.load_file(path) if path else self.render_text(text)
+    def _file_else_text(self, setting: str, path: str, text: str) -> bytes:
+        try:
+            return decode(path)
+        except AudioError as exc:
+            log.error("prompts.%s: %s; the text is spoken instead", setting, exc)
+            return self.render_text(text)
 
     def _made_once(self, key: tuple[str, str], make: Callable[[], bytes]) -> bytes:
         if key not in self._made:

@@ -12,8 +12,9 @@ import click
               help="How many customers call, a few seconds apart.")
 @click.option("--keep-running/--once", default=True, show_default=True,
               help="Keep every service running after the calls (until Ctrl-C), or stop once they end.")
-@click.option("--phone-ports", "phone_port", default=5080, show_default=True, type=click.IntRange(1024, 6500),
-              help="First SIP port of the demo's softphones (two each; RTP on ten times the SIP port).")
+@click.option("--phone-ports", "phone_port", default=5080, show_default=True, type=click.IntRange(1025, 6500),
+              help="First SIP port of the demo's softphones (two each; RTP on ten times the SIP port); "
+                   "the port below it is the demo's own, asking the PBX who registered.")
 @click.pass_context
 def demo(ctx: click.Context, customers: int, keep_running: bool, phone_port: int) -> None:
     """Start Hotline on its defaults and call it from real SIP softphones (baresip, espeak-ng speech).

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from models.accounts import sip_ha1
 from telephony.sip.dialog import USER_AGENT
 from telephony.sip.message import Message, new_branch, new_tag, param, reason
 from telephony.sip.timers import Timer
@@ -182,7 +183,7 @@ def digest(account: Account, challenge: Message, method: str, uri: str) -> tuple
     name = "WWW-Authenticate" if challenge.status == 401 else "Proxy-Authenticate"
     fields = dict(re.findall(r'(\w+)="?([^",]*)"?', (challenge.get(name) or "").removeprefix("Digest ")))
     realm, nonce = fields.get("realm", ""), fields.get("nonce", "")
-    ha1 = hashlib.md5(f"{account.user}:{realm}:{account.password}".encode()).hexdigest()
+    ha1 = sip_ha1(account.user, realm, account.password)
     ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()
     value = f'Digest username="{account.user}", realm="{realm}", nonce="{nonce}", uri="{uri}", algorithm=MD5'
     if "auth" in fields.get("qop", "").split(","):

@@ -55,9 +55,9 @@ def pbx(sip_settings: Settings) -> Iterator[LocalPbx]:
 
 
 def pbx_ha1(settings: Settings, extension: str, password: str) -> str:
-    from telephony.pbx import ha1
+    from models.accounts import sip_ha1
 
-    return ha1(extension, settings.sip.realm, password)
+    return sip_ha1(extension, settings.sip.realm, password)
 
 
 @pytest.fixture

@@ -213,3 +213,87 @@ def test_recording_that_cannot_be_written_raises_an_alarm_and_the_call_goes_on(
     with session_scope(sip_settings) as session:
         alarms = list(session.scalars(select(Alarm).where(Alarm.kind == AlarmKind.RECORDING_FAILED)))
         assert [a.call_id for a in alarms] == [call.id]
+
+
+# --- the database or the media clock failing under a call ------------------------------------
+
+OUTAGE_SECONDS = 30.0
+
+
+def calls_through_an_outage(service: HotlineService, settings: Settings, sipp_dir: Path,
+                            cut: Callable[[], None], restore: Callable[[], None]) -> list[Call]:
+    """Two calls while the database does not answer for 30 s; every row, ticket and job afterwards."""
+    cut()
+    started = time.monotonic()
+    try:
+        for _ in range(2):
+            logs = run_sipp("uac_bye", sipp_dir, pause_ms=2000)  # fails unless answered and hung up cleanly
+            assert "answer " in logs
+        time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - started)))
+    finally:
+        restore()
+    assert service.events.flush(60), "the journal did not catch up after the outage"
+    calls = ended_calls(settings)
+    assert len(calls) == 2
+    for call in calls:
+        assert (call.answered_at - call.ring_at).total_seconds() < settings.sip.answer_delay + 1.0
+        assert call.outcome is CallOutcome.ABANDONED and call.ticket is not None
+        assert call.recording is not None and call.recording.state is RecordingState.COMPLETE
+        assert call.recording.duration >= 2.0
+    from workers.connection import queue
+
+    jobs = {job.args[0] for job in queue(settings, "transcription").get_jobs()}
+    assert {call.recording.id for call in calls} <= jobs, "transcription jobs missing after the outage"
+    return calls
+
+
+def test_calls_are_answered_and_recorded_while_the_database_is_locked(
+        service: HotlineService, sip_settings: Settings, sipp_dir: Path) -> None:
+    import sqlite3
+
+    locker = sqlite3.connect(sip_settings.database_url.removeprefix("sqlite:///"), isolation_level=None)
+    calls_through_an_outage(service, sip_settings, sipp_dir, cut=lambda: locker.execute("BEGIN EXCLUSIVE"),
+                            restore=lambda: (locker.execute("COMMIT"), locker.close()))
+
+
+def test_calls_are_answered_and_recorded_while_postgresql_is_unreachable(
+        start_service: Callable[..., HotlineService], sip_settings: Settings, sipp_dir: Path,
+        postgres_database: str) -> None:
+    from models.db import upgrade
+    from tests.hotline.test_cli import TcpProxy
+
+    proxy = TcpProxy(5432)
+    proxy.start()
+    host_url = postgres_database.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    sip_settings.database.url = host_url
+    upgrade(sip_settings)
+    service = start_service()
+    try:
+        calls_through_an_outage(service, sip_settings, sipp_dir, cut=proxy.close, restore=proxy.start)
+    finally:
+        proxy.close()
+
+
+def test_a_stalled_media_clock_is_written_as_silence_stored_and_alarmed(
+        service: HotlineService, sip_settings: Settings, sipp_dir: Path) -> None:
+    from models.alarm import Alarm, AlarmKind
+
+    caller = peers.sipp("uac_bye", sipp_dir, extra=["-d", "6000"])
+    try:
+        assert peers.wait_for(lambda: live_recording(sip_settings) is not None, 15)
+        time.sleep(1.0)
+        service.media._submit(lambda: time.sleep(2.0))  # the media thread stops for 2 s, as under overload
+        assert caller.wait(30) == 0, caller.output()[-2000:]
+    finally:
+        caller.stop()
+    assert service.events.flush(10)
+    [call] = wait_ended(sip_settings)
+    recording = call.recording
+    assert recording.state is RecordingState.COMPLETE
+    assert recording.gap_seconds == pytest.approx(2.0, abs=0.2)
+    assert recording.longest_gap_seconds == pytest.approx(2.0, abs=0.2)
+    talk = (call.ended_at - call.answered_at).total_seconds()
+    assert recording.duration == pytest.approx(talk, abs=0.5), "the recording is shorter than the call"
+    with session_scope(sip_settings) as session:
+        [alarm] = session.scalars(select(Alarm).where(Alarm.kind == AlarmKind.RECORDING_GAP))
+        assert alarm.call_id == call.id

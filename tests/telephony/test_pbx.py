@@ -1,22 +1,25 @@
-"""The local Kamailio: generated config, digest auth per extension, restarts."""
+"""The local Kamailio: generated config, digest auth per extension (REGISTER and INVITE), restarts."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from config import Settings
-from models.accounts import add_user
+from models.accounts import add_user, sip_ha1
 from models.db import session_scope
 from models.user import Role
 from telephony import service as service_module
 from telephony import sip
-from telephony.pbx import LocalPbx, ha1, hotline_extensions, user_extensions
+from telephony.pbx import LocalPbx, hotline_extensions, user_extensions
 from telephony.service import HotlineService
 from tests.telephony import peers
 
 pytestmark = pytest.mark.sip
+
+ANSWER_PORT = 40000  # the SDP's port: no media flows in these tests
+AGENT_PORT = peers.BARESIP_PORT  # extension 2000's phone
 
 
 def register(extension: str, password: str, timeout: float = 2.0) -> tuple[bool, str]:
@@ -37,7 +40,7 @@ def add_agent(settings: Settings, name: str, extension: str, password: str) -> N
 
 def test_users_extensions_register_with_their_own_password(sip_settings: Settings) -> None:
     add_agent(sip_settings, "li", "2001", "pw-li-2001")
-    assert ("2001", ha1("2001", sip_settings.sip.realm, "pw-li-2001")) in user_extensions(sip_settings)
+    assert ("2001", sip_ha1("2001", sip_settings.sip.realm, "pw-li-2001")) in user_extensions(sip_settings)
     server = LocalPbx.from_settings(sip_settings)
     server.start(hotline_extensions(sip_settings) + user_extensions(sip_settings))
     try:
@@ -58,7 +61,7 @@ def test_reload_restarts_only_when_extensions_change(sip_settings: Settings) -> 
     try:
         boot = server.boot_id
         assert not server.reload(hotline_extensions(sip_settings))
-        assert server.reload(hotline_extensions(sip_settings) + [("2002", ha1("2002", "hotline", "x"))])
+        assert server.reload(hotline_extensions(sip_settings) + [("2002", sip_ha1("2002", "hotline", "x"))])
         assert server.boot_id != boot and server.running()
         assert register("2002", "x")[0]
     finally:
@@ -89,3 +92,80 @@ def test_new_user_can_register_while_the_service_runs(
     # the hotline number itself noticed the restart and registered again
     account = running.endpoint.accounts["1000"]
     assert peers.wait_for(lambda: account.registered and account.expires_at > 0, 5)
+
+
+def phone(port: int, user: str | None = None, password: str = "") -> sip.Endpoint:
+    """Our SIP endpoint on ``port``, registering ``user`` if given, answering every call at once."""
+    ep = sip.Endpoint(local_ip=peers.HOST, local_port=port, pbx_host=peers.HOST, pbx_port=peers.PBX_PORT,
+                      keepalive=0, retry_interval=60)
+    if user:
+        ep.add_account(user, password)
+    ep.on_invite = lambda dialog: dialog.answer(ANSWER_PORT)
+    return ep
+
+
+@pytest.fixture
+def callees(pbx: LocalPbx, sip_settings: Settings) -> Iterator[dict[str, sip.Endpoint]]:
+    """The hotline number 1000 and the agent extension 2000 (password "secret"), registered and answering."""
+    registered = {"1000": phone(peers.HOTLINE_PORT, "1000", sip_settings.sip.hotline_password),
+                  "2000": phone(AGENT_PORT, "2000", "secret")}
+    for ep in registered.values():
+        ep.start()
+    try:
+        for user, ep in registered.items():
+            assert ep.wait_registered(3), ep.accounts[user].last_error
+        yield registered
+    finally:
+        for ep in registered.values():
+            ep.stop()
+
+
+def call(target: str, *, as_user: str, password: str | None = None) -> sip.Dialog:
+    """Dial ``target`` through the PBX as ``as_user`` (with ``password``, if any, for a challenge); hang up."""
+    caller = phone(peers.SIPP_PORT, as_user if password is not None else None, password or "")
+    caller.start()
+    try:
+        dialog = caller.dial(target, ANSWER_PORT, from_user=as_user)
+        if dialog.wait_answered(5):
+            dialog.hangup()
+        assert dialog.ended.wait(5), f"no final answer to the INVITE to {target} (status {dialog.status})"
+        return dialog
+    finally:
+        caller.stop(unregister=False)
+
+
+def test_an_extensions_invite_is_challenged_and_needs_its_password(callees: dict[str, sip.Endpoint]) -> None:
+    assert call("1000", as_user="2000").status == 407  # no credentials: challenged, not relayed
+    assert call("1000", as_user="2000", password="wrong").status == 407
+    assert callees["1000"].dialogs == {}
+    answered = call("1000", as_user="2000", password="secret")
+    assert answered.status == 200 and answered.end_reason is sip.EndReason.LOCAL_BYE
+    [seen] = callees["1000"].dialogs.values()
+    assert seen.caller == "2000" and seen.callee == "1000"
+
+
+def test_an_extension_cannot_call_in_anothers_name(callees: dict[str, sip.Endpoint]) -> None:
+    caller = phone(peers.SIPP_PORT, "2000", "secret")
+    caller.start()
+    try:
+        dialog = caller.dial("2000", ANSWER_PORT, from_user="1000")  # From the hotline number, 2000's credentials
+        assert dialog.ended.wait(5) and dialog.status == 403
+        assert callees["2000"].dialogs == {}
+    finally:
+        caller.stop(unregister=False)
+
+
+def test_a_stranger_reaches_the_hotline_numbers_only(callees: dict[str, sip.Endpoint]) -> None:
+    assert call("2000", as_user="13700137000").status == 403  # an agent's extension, registered
+    assert call("9999", as_user="13700137000").status == 403  # nothing there either
+    assert call("sip:2000@example.org", as_user="13700137000").status == 403  # no relaying elsewhere
+    assert callees["2000"].dialogs == {}
+    assert call("1000", as_user="13700137000").status == 200
+
+
+def test_hotline_number_dials_an_agent_with_its_digest(callees: dict[str, sip.Endpoint]) -> None:
+    dialog = callees["1000"].dial("2000", ANSWER_PORT)  # challenged with 407, retried with credentials
+    assert dialog.wait_answered(5), f"status {dialog.status}"
+    [seen] = callees["2000"].dialogs.values()
+    assert seen.caller == "1000"
+    dialog.hangup()

@@ -12,6 +12,7 @@ A request that cannot be read gets 400 with the reason, an SDP we cannot use 488
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
@@ -152,6 +153,8 @@ class Endpoint:
         except SipParseError as exc:
             self._refuse_unreadable(data, source, str(exc))
             return
+        if msg.is_request:
+            stamp_via(msg, source)
         try:
             self._dispatch(msg, source)
         except Exception:
@@ -323,3 +326,14 @@ class Endpoint:
         with self.lock:
             if self.dialogs.get(dialog.call_id) is dialog:
                 del self.dialogs[dialog.call_id]
+
+
+def stamp_via(request: Message, source: tuple[str, int]) -> None:
+    """RFC 3581: an empty ``rport`` asks for the response at the port the request came from."""
+    for index, (name, value) in enumerate(request.headers):
+        if name.lower() in ("via", "v"):
+            top, sep, rest = value.partition(",")
+            if param(top, "rport") == "":
+                top = re.sub(r";\s*rport(?=;|$)", f";received={source[0]};rport={source[1]}", top.rstrip(), count=1)
+                request.headers[index] = (name, top + sep + rest)
+            return

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +17,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from config import load_settings
-from models.call import Call, CallDirection
+from config import Settings, load_settings
+from models.call import Call, CallDirection, CallOutcome, HangupParty
 from models.db import session_scope
 from models.recording import RecordingState
+from telephony.prompts import PromptLibrary
+from tests.telephony.audio_checks import assert_on_channel, read_wav
 
 DEMO_TOML = """
 [sip]
@@ -35,21 +36,22 @@ port = 18090
 """
 PHONE_PORT = "5172"
 CUSTOMERS = ("+8613800138001", "+8613800138002")
-SILENCE_RMS = 100.0  # 16-bit samples; the customers' espeak-ng speech is around 2000
 
 
 def demo(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "hotline", "demo", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout, env=env, check=False)
 
 
-def channel_rms(path: Path) -> tuple[float, float]:
-    """RMS of the left and right channels of a 16-bit stereo WAV (fails on anything else)."""
-    with wave.open(str(path)) as wav:
-        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (2, 2, 8000)
-        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16).reshape(-1, 2).astype(float)
-    left, right = np.sqrt((samples ** 2).mean(axis=0))
-    return float(left), float(right)
+def welcome(settings: Settings) -> np.ndarray:
+    """What Hotline says first on every call: the greeting, then the recording notice (from the prompt cache)."""
+    prompts = PromptLibrary(settings)
+    return np.frombuffer(prompts.greeting() + prompts.recording_notice(), dtype=np.int16)
+
+
+def customer_speech(settings: Settings, e164: str) -> np.ndarray:
+    """What the demo's customer with this number said: the WAV its softphone played."""
+    return read_wav(settings.home / "demo" / f"{e164[3:]}.wav")[0][:, 0]
 
 
 def leftovers(home: Path) -> list[str]:
@@ -88,14 +90,34 @@ def test_demo_once_answers_records_and_tickets_every_call(demo_env):
         assert sorted(call.caller_id for call in calls) == list(CUSTOMERS)
         for call in calls:
             assert call.direction is CallDirection.INBOUND and call.callee == "1000"
-            assert call.answered_at is not None and call.ended_at is not None and call.outcome is not None
+            assert call.answered_at is not None and call.ended_at is not None
+            # The end of the customer's speech file hangs up: the customer left the queue.
+            assert call.outcome is CallOutcome.ABANDONED and call.hangup_by is HangupParty.CUSTOMER
             recording = call.recording
             assert recording is not None and recording.state is RecordingState.COMPLETE
-            left, right = channel_rms(Path(recording.path))
-            assert left > SILENCE_RMS, f"no customer speech on the left channel of {recording.path}: {left:.0f}"
-            assert right > SILENCE_RMS, f"no greeting on the right channel of {recording.path}: {right:.0f}"
+            samples, rate = read_wav(recording.path)
+            assert rate == 8000 and samples.shape[1] == 2
+            # The customer's whole sentence, pause and words after it on the left only; the greeting
+            # and notice the customer heard on the right only.
+            assert_on_channel(customer_speech(settings, call.caller_id), samples, 0)
+            assert_on_channel(welcome(settings), samples, 1)
             assert call.ticket is not None and call.ticket.phone == call.caller_id
+        assert len({call.ticket_id for call in calls}) == len(CUSTOMERS)  # two customers, two tickets
     assert leftovers(settings.home) == []
+
+
+@pytest.mark.sip
+def test_demo_once_exits_1_when_a_call_is_not_recorded(demo_env, tmp_path: Path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    config = Path(demo_env["HOTLINE_CONFIG"])
+    config.write_text(config.read_text() + f'\n[recording]\ndirectory = "{blocker / "recordings"}"\n')
+    result = demo(demo_env, "--once", "--customers", "1", "--phone-ports", PHONE_PORT)
+    output = result.stdout
+    assert result.returncode == 1, f"{output[-4000:]}\n{result.stderr[-4000:]}"
+    assert f"客户 {CUSTOMERS[0][3:]} 来电 → 已接听" in output  # answered all the same
+    assert "未录音!" in output and "0/1 通来电已接听并录音" in output
+    assert leftovers(load_settings().home) == []
 
 
 def test_demo_fails_without_its_softphone(demo_env):

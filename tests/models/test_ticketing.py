@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import DatabaseError
 
-from config import Settings, load_settings
+from config import load_settings
 from models.audit import ImmutableRecordError
 from models.db import session_scope
 from models.directory import add_customer

@@ -15,7 +15,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from config import Settings
-from telephony import sip
 from telephony.service import HotlineService
 from tests.telephony import peers
 

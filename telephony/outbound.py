@@ -61,6 +61,7 @@ class OutboundFlow:
         self.endpoint = endpoint
         self.media = media
         self.events = events
+        self.active: set[OutboundCall] = set()  # placed and not yet done
 
     def dial(self, number: str, *, caller_id: str | None = None, callback_id: int | None = None,
              timeout: float | None = None) -> OutboundCall:
@@ -72,6 +73,7 @@ class OutboundFlow:
         self.events.ringing(uid, direction=CallDirection.OUTBOUND, caller=number, callee=dialog.caller,
                             sip_call_id=dialog.call_id, callback_id=callback_id)
         call = OutboundCall(uid, dialog, call_media)
+        self.active.add(call)
         threading.Thread(target=self._follow, args=(call,), name=f"dial-{uid[:8]}", daemon=True).start()
         return call
 
@@ -90,6 +92,7 @@ class OutboundFlow:
         log.info("outbound call %s to %s ended: %s (status %s)", call.uid, dialog.callee, call.outcome.value,
                  dialog.status)
         call.done.set()
+        self.active.discard(call)
 
     def _answered(self, call: OutboundCall) -> None:
         call.media.connect(call.dialog)

@@ -85,7 +85,9 @@ class HotlineService:
         self._stopping.set()
         for thread in list(self._threads):
             thread.join(STOP_TIMEOUT)
-        self.endpoint.stop()
+        self.endpoint.stop()  # hangs up the calls we placed too; their threads report how they ended
+        for call in list(self.outbound.active):
+            call.wait_done(STOP_TIMEOUT)
         self.media.stop()
         self.events.stop()
         if self.pbx is not None:

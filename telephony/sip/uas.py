@@ -124,12 +124,19 @@ class Answering:
         ours = to_tag if msg.is_request else from_tag
         return dialog if ours == dialog.local_tag else None
 
+    def _answered_dialog(self, msg: Message) -> Dialog | None:
+        """The answered dialog ``msg`` belongs to; None (and 481 sent) if there is none."""
+        dialog = self.dialog_of(msg)
+        if dialog is None or dialog.state is not DialogState.ANSWERED:
+            self.endpoint.respond(msg, 481)
+            return None
+        return dialog
+
     def on_reinvite(self, msg: Message) -> None:
         """Answer with our same stream (direction mirrored); tell the flow when media moved or was held."""
         endpoint = self.endpoint
-        dialog = self.dialog_of(msg)
-        if dialog is None or dialog.state is not DialogState.ANSWERED:
-            endpoint.respond(msg, 481)
+        dialog = self._answered_dialog(msg)
+        if dialog is None:
             return
         try:
             offer = parse_sdp(msg.body) if msg.body else None
@@ -203,9 +210,8 @@ class Answering:
     def on_refer(self, msg: Message, _source: tuple[str, int]) -> None:
         """A blind transfer asked by the far end (RFC 3515): 202 if the flow takes it, then NOTIFYs."""
         endpoint = self.endpoint
-        dialog = self.dialog_of(msg)
-        if dialog is None or dialog.state is not DialogState.ANSWERED:
-            endpoint.respond(msg, 481)
+        dialog = self._answered_dialog(msg)
+        if dialog is None:
             return
         try:
             target = uri_of(msg.get("Refer-To") or "")

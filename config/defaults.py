@@ -73,7 +73,7 @@ class Sip(Section):
     rtp_port_max: int = setting(29999, "Highest RTP port of the media layer.")
     no_audio_timeout: float = setting(30.0, "A call that sends no RTP for this long is ended as NO_AUDIO.")
     trusted_sources: list[str] = setting([], "Addresses (host or host:port) besides the PBX whose INVITEs are answered, e.g. trunks; INVITEs from anywhere else get 403.")
-    max_calls: int = setting(300, "Concurrent calls one `hotline sip` accepts; beyond it an INVITE gets 503 and the PBX tries elsewhere (measured clean: 320).", HOTLINE_CHOICE)
+    max_calls: int = setting(300, "Concurrent calls one `hotline sip` accepts; beyond it an INVITE gets 503 and the PBX tries elsewhere (bench/calls.py: 320 clean on a quiet machine, 200 on a busy one).", HOTLINE_CHOICE)
     dial_timeout: float = setting(60.0, "An outbound call not answered within this many seconds is given up with CANCEL.", HOTLINE_CHOICE)
 
 

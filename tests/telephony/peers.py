@@ -43,10 +43,11 @@ class Peer:
     """A child process with a log file, stopped by pid (SIGTERM, then SIGKILL)."""
 
     def __init__(self, args: list[str], log_path: Path, *, stdin: int | None = subprocess.DEVNULL,
-                 cwd: Path | None = None) -> None:
+                 cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 (closed in stop)
-        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, stdin=stdin, cwd=cwd)
+        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, stdin=stdin, cwd=cwd,
+                                        env={**os.environ, **env} if env else None)
 
     @property
     def pid(self) -> int:
@@ -134,16 +135,31 @@ def sipp(scenario: str, workdir: Path, *, service: str = "1000", calls: int = 1,
 class Linphone(Peer):
     """linphonec fed commands through a FIFO on stdin (kept open: at EOF it spins)."""
 
-    def __init__(self, workdir: Path, source_wav: Path, *, user: str = "13900139000") -> None:
+    def __init__(self, workdir: Path, source_wav: Path, *, user: str = "13900139000",
+                 password: str | None = None) -> None:
+        """A caller; with ``password``, also registered at the PBX as extension ``user`` (a callee)."""
         workdir.mkdir(parents=True, exist_ok=True)
+        # Without its data directory the core never reaches "on": it calls out but answers every
+        # incoming INVITE with 503 and never registers.
+        home = workdir / "home"
+        (home / ".local" / "share" / "linphone").mkdir(parents=True, exist_ok=True)
         rc = workdir / "linphonerc"
-        rc.write_text(f"""[sip]
+        account = f"""[proxy_0]
+reg_proxy=<sip:{HOST}:{PBX_PORT}>
+reg_identity=sip:{user}@{HOST}:{PBX_PORT}
+reg_expires=60
+reg_sendregister=1
+[auth_info_0]
+username={user}
+passwd={password}
+""" if password else ""
+        rc.write_text(account + f"""[sip]
 sip_port={LINPHONE_PORT}
 use_ipv6=0
 sip_tcp_port=-1
 sip_tls_port=-1
 bind_address={HOST}
-default_proxy=-1
+default_proxy={0 if password else -1}
 [rtp]
 audio_rtp_port={LINPHONE_RTP[0]}-{LINPHONE_RTP[1]}
 bind_address={HOST}
@@ -159,7 +175,7 @@ user_agent_name=linphone-test
         self._writer = os.open(fifo, os.O_WRONLY)
         os.set_blocking(reader, True)
         super().__init__([binary("linphonec"), "-c", str(rc), "-d", "0"], workdir / "linphonec.log", stdin=reader,
-                         cwd=workdir)
+                         cwd=workdir, env={"HOME": str(home)})
         os.close(reader)
         self.source_wav = source_wav
         self.heard = workdir / "heard.wav"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -130,3 +132,31 @@ def test_a_dialled_call_longer_than_a_minute_survives(dialler: HotlineService, b
     call.hangup()
     row = finished(dialler, call)
     assert row.outcome is CallOutcome.COMPLETED and row.recordings[0].duration >= 65
+
+
+def test_linphone_answers_and_hears_us(dialler: HotlineService, caller_speech: Path, tmp_path: Path) -> None:
+    phone = peers.Linphone(tmp_path / "linphone", caller_speech, user="2001", password=AGENT_PASSWORD)
+    try:
+        phone.command("autoanswer enable")
+        answered = dial_when_registered(dialler, "2001")
+        assert answered.wait_answered(10), f"status {answered.dialog.status}: {phone.output()[-1500:]}"
+        answered.leg.play(read_pcm(caller_speech))
+        answered.leg.wait_played(15)
+        answered.hangup()
+        row = finished(dialler, answered)
+        assert row.outcome is CallOutcome.COMPLETED and row.recordings[0].state is RecordingState.COMPLETE
+    finally:
+        phone.stop()
+    # linphonec writes the WAV header of what it heard when it quits
+    heard, _ = best_correlation(read_wav(caller_speech)[0][:, 0], read_wav(phone.heard)[0][:, 0])
+    assert heard >= MATCH_THRESHOLD, f"Linphone did not hear us ({heard:.3f})"
+
+
+def dial_when_registered(service: HotlineService, extension: str, timeout: float = 15) -> OutboundCall:
+    """Dial once the PBX knows the extension (until then it answers 404)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        call = service.dial(extension)
+        if not peers.wait_for(lambda: call.dialog.status == 404, 1) or time.monotonic() > deadline:
+            return call
+        time.sleep(0.5)

@@ -91,6 +91,22 @@ class Recording(Section):
     gap_alarm_seconds: float = setting(1.0, "A recording with a gap (time the media clock lost, written as silence) longer than this raises an alarm on its call.", SERVICE_MANUAL)
 
 
+class Queues(Section):
+    default_queue: str = setting("呼叫中心", "Queue `hotline init` creates on the first hotline number; callers of a number without a queue wait here.", CALL_CENTRE_MANUAL)
+    ring_timeout: float = setting(15.0, "Seconds an agent's phone rings before the caller goes to the next agent (the missed agent is paused 未接).", HOTLINE_CHOICE)
+    wrap_up_seconds: float = setting(30.0, "Wrap-up after a call (话后处理), before the agent is offered the next caller.", HOTLINE_CHOICE)
+    announce_seconds: float = setting(45.0, "Waiting callers hear their position and estimated wait this often.", HOTLINE_CHOICE)
+    max_wait_seconds: float = setting(0.0, "A caller waiting longer overflows to the queue's overflow queue; 0 means no limit.", HOTLINE_CHOICE)
+    hold_music_file: str = setting("", "Hold music (any audio format), looped while callers wait or are on hold; empty plays the tune that ships with Hotline.")
+    position_prompt: str = setting("您前面还有{ahead}位客户，预计等待约{minutes}分钟。", "Position announcement (来电排队); {ahead} callers ahead, {minutes} estimated minutes.", CALL_CENTRE_MANUAL)
+    next_prompt: str = setting("您是下一位，请稍候。", "Announcement to the caller who is next in line.", CALL_CENTRE_MANUAL)
+    menu_prompt: str = setting("{choices}。", "DTMF menu of a number with several queues; {choices} is '技术咨询请按1，售后服务请按2'.", CALL_CENTRE_MANUAL)
+    menu_choice: str = setting("{name}请按{key}", "One choice of the menu.", CALL_CENTRE_MANUAL)
+    menu_timeout: float = setting(5.0, "Seconds after the menu without a key before the caller goes to the number's default queue.", HOTLINE_CHOICE)
+    recent_calls: int = setting(20, "Handled calls of a queue whose handle times feed the wait estimate.", HOTLINE_CHOICE)
+    default_handle_seconds: float = setting(180.0, "Handle time assumed for the wait estimate before a queue has handled calls.", HOTLINE_CHOICE)
+
+
 class Tickets(Section):
     prefix_inquiry: str = setting("TS", "Ticket number prefix for 技术咨询 (technical inquiry).", TICKET_MANUAL)
     prefix_service: str = setting("SS", "Ticket number prefix for repair, return/exchange and complaint (售后服务).", TICKET_MANUAL)
@@ -148,6 +164,7 @@ SECTIONS: dict[str, type[Section]] = {
     "sip": Sip,
     "prompts": Prompts,
     "recording": Recording,
+    "queues": Queues,
     "tickets": Tickets,
     "callbacks": Callbacks,
     "transcription": Transcription,

@@ -23,7 +23,7 @@ from pydantic import ValidationError, model_validator
 
 from config.defaults import SECTIONS, Section, default_home
 from config.defaults import (
-    Callbacks, Database, General, Prompts, RedisSettings, Recording, Sip, Tickets, Transcription, Web,
+    Callbacks, Database, General, Prompts, Queues, RedisSettings, Recording, Sip, Tickets, Transcription, Web,
 )
 
 DEFAULT_CONFIG_PATH = Path("config/hotline.toml")
@@ -57,6 +57,7 @@ class Settings(Section):
     sip: Sip = Sip()
     prompts: Prompts = Prompts()
     recording: Recording = Recording()
+    queues: Queues = Queues()
     tickets: Tickets = Tickets()
     callbacks: Callbacks = Callbacks()
     transcription: Transcription = Transcription()

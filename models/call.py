@@ -1,11 +1,11 @@
-"""Calls, inbound and outbound, with every timestamp of their life, and the queues they wait in."""
+"""Calls, inbound and outbound, with every timestamp of their life."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -14,6 +14,7 @@ from models.base import Base, str_enum, utcnow
 
 if TYPE_CHECKING:
     from models.customer import Customer
+    from models.queue import Queue
     from models.recording import Recording
     from models.ticket import Ticket
     from models.user import User
@@ -56,19 +57,6 @@ class HangupParty(str, Enum):
     UNKNOWN = "unknown"
 
 
-class Queue(Base):
-    """A call queue: the numbers routed to it and the skills an agent needs to take its calls."""
-
-    __tablename__ = "queues"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
-    display_name: Mapped[str] = mapped_column(String(128), default="")
-    numbers: Mapped[list[Any]] = mapped_column(default=list)
-    skills: Mapped[list[Any]] = mapped_column(default=list)
-    language: Mapped[str | None] = mapped_column(String(16))
-
-
 class Call(Base):
     __tablename__ = "calls"
 
@@ -95,6 +83,8 @@ class Call(Base):
     answered_at: Mapped[datetime | None]
     queued_at: Mapped[datetime | None]
     bridged_at: Mapped[datetime | None]
+    # Transfers to another agent or queue (the transfers issue); 0 for a call taken by one agent.
+    transfers: Mapped[int] = mapped_column(default=0, server_default="0")
     ended_at: Mapped[datetime | None]
     hangup_by: Mapped[HangupParty | None] = mapped_column(str_enum(HangupParty))
 

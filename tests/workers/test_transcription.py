@@ -277,7 +277,7 @@ def test_worker_reports_a_missing_model_in_one_line_without_a_traceback(
 
 def test_model_language_comes_from_the_queue_then_the_customer_then_the_default(
         settings: Settings, quiet_call: Path, make_recording) -> None:  # type: ignore[no-untyped-def]
-    from models.call import Queue
+    from models.queue import Queue
     from models.db import session_scope
     from models.recording import Recording
 

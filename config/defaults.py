@@ -55,6 +55,7 @@ class Web(Section):
     host: str = setting("127.0.0.1", "Address the web UI listens on.")
     port: int = setting(8080, "Port of the web UI.", None)
     secret_key: str = setting("", "Flask secret key; empty means one is generated and kept under HOTLINE_HOME.")
+    threads: int = setting(64, "Threads serving the web UI; every open agent desk and wallboard holds one for its live updates.", HOTLINE_CHOICE)
 
 
 class Sip(Section):
@@ -103,6 +104,7 @@ class Queues(Section):
     menu_prompt: str = setting("{choices}。", "DTMF menu of a number with several queues; {choices} is '技术咨询请按1，售后服务请按2'.", CALL_CENTRE_MANUAL)
     menu_choice: str = setting("{name}请按{key}", "One choice of the menu.", CALL_CENTRE_MANUAL)
     menu_timeout: float = setting(5.0, "Seconds after the menu without a key before the caller goes to the number's default queue.", HOTLINE_CHOICE)
+    unregistered_grace: float = setting(90.0, "An agent whose phone has not been registered at the local PBX for this long is logged out.", HOTLINE_CHOICE)
     recent_calls: int = setting(20, "Handled calls of a queue whose handle times feed the wait estimate.", HOTLINE_CHOICE)
     default_handle_seconds: float = setting(180.0, "Handle time assumed for the wait estimate before a queue has handled calls.", HOTLINE_CHOICE)
 

@@ -80,12 +80,19 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the admin password from standard input.")
 @click.pass_context
 def init(ctx: click.Context, admin: str, password_stdin: bool) -> None:
-    """Write the default config if absent, create or upgrade the database, create an admin."""
+    """Write the default config if absent, create or upgrade the database, the default queue and an admin."""
+    from models.queues import ensure_default_queue
+
     settings = settings_of(ctx)
     if write_default_config(settings.config_path):
         click.echo(f"wrote default configuration to {settings.config_path}")
     upgrade(settings)
     click.echo(f"database ready: {settings.database_url}")
+    with session_scope(settings) as session:
+        queue = ensure_default_queue(session, settings)
+        created = f"queue {queue.name} created on {', '.join(queue.numbers) or 'no number'}" if queue else ""
+    if created:
+        click.echo(f"{created}; add more with: hotline queue add NAME --number N")
     with session_scope(settings) as session:
         if session.scalar(select(User).where(User.role == Role.ADMIN)):
             click.echo("an admin exists already; add users with: hotline user add NAME --role ROLE")
@@ -219,7 +226,9 @@ def run(ctx: click.Context) -> None:
     sys.exit(run_services(services, settings))
 
 
-from hotline.commands.calls import calls  # noqa: E402  (commands import settings_of from here)
+from hotline.commands.agent import agent  # noqa: E402  (commands import settings_of from here)
+from hotline.commands.calls import calls  # noqa: E402
+from hotline.commands.queue import queue  # noqa: E402
 from hotline.commands.sip import sip  # noqa: E402
 
 main.add_command(web)
@@ -227,6 +236,8 @@ main.add_command(sip)
 main.add_command(worker)
 main.add_command(scheduler)
 main.add_command(calls)
+main.add_command(queue)
+main.add_command(agent)
 
 from hotline.commands.transcribe import transcribe  # noqa: E402
 

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from models.agents import agent_of
 from models.user import Role, User
 
 MIN_PASSWORD_LENGTH = 8
@@ -54,6 +55,8 @@ def add_user(
     set_password(user, password, realm=realm)
     session.add(user)
     session.flush()
+    if extension:
+        agent_of(session, user)  # a new agent is logged out, and listed as such
     return user
 
 

@@ -112,11 +112,21 @@ def log_out(session: Session, agent: Agent, *, source: str, reason: str = "") ->
 
 
 def choose(session: Session, agent: Agent, state: AgentState, *, reason: str = "", source: str) -> bool:
-    """What the desk and ``hotline agent state`` do: available, paused (with a reason) or logged out."""
+    """What the desk and ``hotline agent state`` do: available, paused (with a reason) or logged out.
+
+    Choosing the state one is in changes nothing (an available agent keeps their place in line);
+    pausing again changes the reason.
+    """
     if state not in CHOSEN_STATES:
-        raise AgentStateError(f"an agent can choose {', '.join(s.value for s in CHOSEN_STATES)}, not {state.value}")
+        raise AgentStateError(f"an agent can choose {', '.join(sorted(s.value for s in CHOSEN_STATES))}, "
+                              f"not {state.value}")
+    if state is AgentState.AVAILABLE and not agent.user.extension:
+        raise AgentStateError(f"{agent.user.username} has no extension to ring: give them one to take calls")
+    session.refresh(agent)
     if agent.state in ON_A_CALL and state is not AgentState.LOGGED_OUT:
         raise AgentStateError(f"{agent.user.username} is {agent.state.value}: wait until the call ends")
+    if agent.state is state and state is not AgentState.PAUSED:
+        return True
     if state is AgentState.PAUSED:
         return pause(session, agent, reason, source=source)
     if state is AgentState.LOGGED_OUT:
@@ -126,9 +136,7 @@ def choose(session: Session, agent: Agent, state: AgentState, *, reason: str = "
 
 def offer(session: Session, agent: Agent, call_uid: str, *, source: str = "distributor") -> bool:
     """Claim an available agent for a caller; False when someone else claimed them first."""
-    if agent.state is not AgentState.AVAILABLE:
-        return False
-    return _move(session, agent, AgentState.RINGING, source=source, call_uid=call_uid)
+    return _move(session, agent, AgentState.RINGING, source=source, call_uid=call_uid, expect=AgentState.AVAILABLE)
 
 
 def answer(session: Session, agent: Agent, call_uid: str, *, source: str = "distributor") -> bool:
@@ -209,3 +217,11 @@ def repair_stuck(session: Session, live_call_uids: set[str]) -> list[str]:
         if _move(session, agent, AgentState.AVAILABLE, source="watchdog", idle=True, expect=previous):
             repaired.append(f"{agent.user.username}: {previous.value} for call {uid or '-'} that is over → available")
     return repaired
+
+
+def log_out_unregistered(session: Session, extensions: set[str]) -> list[str]:
+    """Log out every agent (not already logged out) whose extension is in ``extensions``: their phone is gone."""
+    gone = session.scalars(select(Agent).join(Agent.user).where(Agent.state != AgentState.LOGGED_OUT,
+                                                                User.extension.in_(extensions))).all()
+    return [agent.user.username for agent in gone
+            if log_out(session, agent, source="registrar", reason=UNREGISTERED_REASON)]

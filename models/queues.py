@@ -68,7 +68,7 @@ def set_queue(session: Session, queue: Queue, *, overflow: str | None = None, **
         if field.endswith("_seconds") and value is not None and float(value) < 0:  # type: ignore[arg-type]
             raise QueueError(f"{field} must not be negative")
         setattr(queue, field, value)
-    if queue.menu_key is not None and queue.menu_key not in MENU_KEYS:
+    if queue.menu_key is not None and (len(queue.menu_key) != 1 or queue.menu_key not in MENU_KEYS):
         raise QueueError(f"menu key must be one digit 1-9, not {queue.menu_key!r}")
     if overflow is not None:
         queue.overflow_queue = _overflow_target(session, queue, overflow)

@@ -139,9 +139,14 @@ class CallEvents:
         self._report(CallEvent.RINGING, uid, at, direction=CallDirection(direction).value, caller=caller,
                      callee=callee, sip_call_id=sip_call_id, callback_id=callback_id)
 
-    def state(self, uid: str, state: CallState, at: datetime | None = None, *, agent_id: int | None = None) -> None:
-        """The call reached ``state`` (GREETING is the answer); BRIDGED with ``agent_id`` names the agent."""
-        self._report(CallEvent.STATE, uid, at, state=CallState(state).value, agent_id=agent_id)
+    def state(self, uid: str, state: CallState, at: datetime | None = None, *, agent_id: int | None = None,
+              queue_id: int | None = None) -> None:
+        """The call reached ``state`` (GREETING is the answer); BRIDGED with ``agent_id`` names the agent.
+
+        QUEUED with ``queue_id`` names the queue, and links the call's ticket at once, so the agent's
+        screen pops it the moment their phone rings.
+        """
+        self._report(CallEvent.STATE, uid, at, state=CallState(state).value, agent_id=agent_id, queue_id=queue_id)
 
     def recording_opened(self, uid: str, path: str, *, sample_rate: int, channels: int,
                          at: datetime | None = None) -> None:
@@ -209,8 +214,12 @@ class CallEvents:
         call, state = _call(session, report["uid"]), CallState(report["state"])
         if state is CallState.BRIDGED and report["agent_id"] is not None:
             mark_bridged(session, call, session.get_one(User, report["agent_id"]), at)
-        else:
-            mark_state(session, call, state, at)
+            return []
+        if report.get("queue_id") is not None:  # reports journaled before queues existed have none
+            call.queue_id = report["queue_id"]
+        mark_state(session, call, state, at)
+        if state is CallState.QUEUED:
+            ticket_for_call(session, self.settings, call, at=at)
         return []
 
     def _apply_recording_opened(self, session: Session, report: dict[str, Any], at: datetime) -> Jobs:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -35,7 +36,7 @@ from models.accounts import sip_ha1
 log = logging.getLogger(__name__)
 
 MODULES = ("tm", "sl", "rr", "pv", "maxfwd", "usrloc", "registrar", "textops", "siputils", "xlog",
-           "auth", "htable")
+           "auth", "htable", "ctl")
 MODULE_DIRS = ("/usr/lib/x86_64-linux-gnu/kamailio/modules", "/usr/lib/aarch64-linux-gnu/kamailio/modules",
                "/usr/lib/kamailio/modules", "/usr/local/lib64/kamailio/modules")
 START_TIMEOUT = 5.0
@@ -68,11 +69,12 @@ def module_dir() -> str:
 
 
 def render_config(*, host: str, port: int, realm: str, extensions: Iterable[tuple[str, str]],
-                  hotline_numbers: Iterable[str], boot_id: str) -> str:
+                  hotline_numbers: Iterable[str], boot_id: str, control: Path) -> str:
     """Kamailio's config: registrar and stateful proxy, digest auth for REGISTER and INVITE.
 
     ``extensions`` are (extension, HA1) pairs; ``hotline_numbers`` the extensions anyone may call.
-    The boot id in the Server header tells registered endpoints that the PBX restarted.
+    The boot id in the Server header tells registered endpoints that the PBX restarted; the
+    ``control`` socket answers ``kamcmd`` (who is registered).
     """
     loads = "\n".join(f'loadmodule "{name}.so"' for name in MODULES)
     table = "\n".join(f'    $sht(ha1=>{ext}) = "{digest}";' for ext, digest in extensions
@@ -92,6 +94,7 @@ server_header="Server: hotline-pbx {boot_id}"
 mpath="{module_dir()}"
 {loads}
 modparam("usrloc", "db_mode", 0)
+modparam("ctl", "binrpc", "unix:{control}")
 modparam("registrar", "max_expires", 3600)
 modparam("registrar", "min_expires", 10)
 modparam("htable", "htable", "ha1=>size=8;")
@@ -191,7 +194,8 @@ class LocalPbx:
         self.boot_id = uuid.uuid4().hex[:12]
         self.directory.mkdir(parents=True, exist_ok=True)
         text = render_config(host=self.host, port=self.port, realm=self.realm, extensions=self.extensions,
-                             hotline_numbers=self.hotline_numbers, boot_id=self.boot_id)
+                             hotline_numbers=self.hotline_numbers, boot_id=self.boot_id,
+                             control=self.control_path)
         self.config_path.write_text(text, encoding="utf-8")
         return self.config_path
 
@@ -217,6 +221,24 @@ class LocalPbx:
             self.stop()
             raise RuntimeError(f"kamailio did not answer on {self.host}:{self.port}; see {self.directory}/kamailio.log")
         log.info("local PBX up on %s:%s (pid %s)", self.host, self.port, self.process.pid)
+
+    @property
+    def control_path(self) -> Path:
+        return self.directory / "kamailio.ctl"
+
+    def registered(self) -> set[str] | None:
+        """The extensions registered now (``kamcmd ul.dump``); None when Kamailio does not answer."""
+        binary = shutil.which("kamcmd")
+        if binary is None or not self.running():
+            return None
+        try:
+            dump = subprocess.run([binary, "-s", f"unix:{self.control_path}", "ul.dump", "brief"], capture_output=True,
+                                  text=True, timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if dump.returncode != 0:
+            return None
+        return set(re.findall(r"AoR:\s*([^\s@]+)", dump.stdout))
 
     @property
     def pid_path(self) -> Path:

@@ -1,13 +1,16 @@
-"""Prompts as 8 kHz 16-bit mono PCM, ready for ``MediaLeg.play``.
+"""Prompts and hold music as 8 kHz 16-bit mono PCM, ready for ``MediaLeg.play`` and ``MediaLeg.loop``.
 
 From an audio file of any format (``telephony.audio.decode``: pydub), or from text through the
 offline TTS command of ``settings.prompts.tts_command`` (espeak-ng's Mandarin voice by
 default). The command is split like a shell would, but run without one: ``{out}`` and
 ``{text}`` are replaced inside the arguments, so text can never become a command.
-Rendered text is cached under ``HOTLINE_HOME/prompts`` by a hash of command and text.
+Rendered text is cached under ``HOTLINE_HOME/prompts`` by a hash of command and text, and the
+last ``CACHE_SIZE`` prompts in memory: a busy queue repeats the same few announcements.
 
 A configured file that cannot be read is logged as an error naming its setting, and the
-prompt's text is spoken instead: a caller is greeted whatever happened to the file.
+prompt's text is spoken instead: a caller is greeted whatever happened to the file. Hold music
+falls back the same way to the tune that ships in ``telephony/sounds`` (rebuilt by its
+``make_hold_music.py``): a waiting caller never hears silence.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import os
 import shlex
 import subprocess
 import tempfile
+import threading
 import wave
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +33,8 @@ from telephony.audio import AudioError, decode, write_wav
 log = logging.getLogger(__name__)
 
 TTS_TIMEOUT = 60.0
+CACHE_SIZE = 256
+SHIPPED_HOLD_MUSIC = Path(__file__).with_name("sounds") / "hold_music.ogg"
 
 
 class PromptError(Exception):
@@ -82,12 +89,16 @@ def read_cached(path: Path) -> bytes:
 
 
 class PromptLibrary:
-    """The call flow's prompts, from the settings; each is made once per process."""
+    """The call flows' prompts, from the settings; each is made once per process (the last ``CACHE_SIZE``).
+
+    One library serves every call's thread; synthesis runs on the thread asking, outside the lock.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.cache_dir = settings.home / "prompts"
-        self._made: dict[tuple[str, str], bytes] = {}
+        self._made: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._lock = threading.Lock()
 
     def greeting(self) -> bytes:
         prompts = self.settings.prompts
@@ -99,6 +110,25 @@ class PromptLibrary:
 
     def closing(self) -> bytes:
         return self._file_or_text("closing_file", self.settings.prompts.closing)
+
+    def hold_music(self) -> bytes:
+        """The music of ``queues.hold_music_file``, or the shipped tune if it is empty or unreadable."""
+        path = self.settings.queues.hold_music_file or str(SHIPPED_HOLD_MUSIC)
+        return self._made_once(("music", path), lambda: self._music_else_shipped(path))
+
+    def position(self, ahead: int, minutes: int) -> bytes:
+        """"您前面还有2位客户，预计等待约3分钟" (``queues.position_prompt``); next in line: ``queues.next_prompt``."""
+        queues = self.settings.queues
+        if ahead == 0:
+            return self.render_text(queues.next_prompt)
+        return self.render_text(queues.position_prompt.replace("{ahead}", str(ahead))
+                                .replace("{minutes}", str(minutes)))
+
+    def menu(self, choices: list[tuple[str, str]]) -> bytes:
+        """"技术咨询请按1，售后服务请按2。" from (display name, key) pairs, in the order given."""
+        queues = self.settings.queues
+        spoken = "，".join(queues.menu_choice.replace("{name}", name).replace("{key}", key) for name, key in choices)
+        return self.render_text(queues.menu_prompt.replace("{choices}", spoken))
 
     def render_text(self, text: str) -> bytes:
         return self._made_once(("text", text), lambda: render_text(text, self.settings.prompts.tts_command, self.cache_dir))
@@ -117,7 +147,25 @@ class PromptLibrary:
             log.error("prompts.%s: %s; the text is spoken instead", setting, exc)
             return self.render_text(text)
 
+    def _music_else_shipped(self, path: str) -> bytes:
+        if path != str(SHIPPED_HOLD_MUSIC):
+            try:
+                return decode(path)
+            except AudioError as exc:
+                log.error("queues.hold_music_file: %s; the hold music that ships with Hotline plays instead", exc)
+        try:
+            return decode(SHIPPED_HOLD_MUSIC)
+        except AudioError as exc:  # ffmpeg gone, or the installation damaged
+            raise PromptError(str(exc)) from None
+
     def _made_once(self, key: tuple[str, str], make: Callable[[], bytes]) -> bytes:
-        if key not in self._made:
-            self._made[key] = make()
-        return self._made[key]
+        with self._lock:
+            if key in self._made:
+                self._made.move_to_end(key)
+                return self._made[key]
+        made = make()  # unlocked: one call's TTS never holds up another call's prompt
+        with self._lock:
+            self._made[key] = made
+            if len(self._made) > CACHE_SIZE:
+                self._made.popitem(last=False)
+        return made

@@ -13,16 +13,19 @@ import gc
 import logging
 import signal
 import threading
+import time
 
 from config import Settings
 from models.alarm import AlarmKind
 from telephony import sip
 from telephony.call_events import CallEvents
+from telephony.distributor import Distributor
 from telephony.inbound import InboundFlow
 from telephony.media import MediaEngine
 from telephony.outbound import OutboundCall, OutboundFlow
 from telephony.pbx import LocalPbx, hotline_extensions, user_extensions
 from telephony.prompts import PromptLibrary
+from workers import bus
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,8 @@ class HotlineService:
         for number in sip_settings.hotline_numbers:
             self.endpoint.add_account(number, sip_settings.hotline_password)
         self._prompts = prompts
-        self.inbound = InboundFlow(settings, self.media, self.events, self.prompts)
+        self.distributor = Distributor(settings)
+        self.inbound = InboundFlow(settings, self.endpoint, self.media, self.events, self.distributor, self.prompts)
         self.outbound = OutboundFlow(settings, self.endpoint, self.media, self.events)
         self._threads: set[threading.Thread] = set()
         self._stopping = threading.Event()
@@ -68,6 +72,7 @@ class HotlineService:
 
         Not registering in time is logged, not fatal: registration keeps retrying.
         """
+        bus.install(self.settings)
         self.events.start()
         self.events.repair_unfinished()
         if self.pbx is not None:
@@ -75,6 +80,7 @@ class HotlineService:
             threading.Thread(target=self._watch_users, name="pbx-users", daemon=True).start()
         self.media.start()
         self.endpoint.start()
+        self.distributor.start()
         registered = self.endpoint.wait_registered(register_timeout)
         if not registered:
             log.warning("not registered after %.0f s; retrying in the background", register_timeout)
@@ -88,6 +94,7 @@ class HotlineService:
         self.endpoint.stop()  # hangs up the calls we placed too; their threads report how they ended
         for call in list(self.outbound.active):
             call.wait_done(STOP_TIMEOUT)
+        self.distributor.stop()
         self.media.stop()
         self.events.stop()
         if self.pbx is not None:
@@ -119,13 +126,32 @@ class HotlineService:
         return hotline_extensions(self.settings) + user_extensions(self.settings)
 
     def _watch_users(self) -> None:
-        """Restart the local PBX when users' extensions or passwords change."""
+        """Restart the local PBX when users' extensions or passwords change; log out agents whose phone is gone."""
+        missing_since: dict[str, float] = {}
         while not self._stopping.wait(USERS_POLL_SECONDS):
             try:
                 if self.pbx is not None and self.pbx.reload(self._extensions()):
                     log.info("local PBX restarted with new extensions")
+                    missing_since.clear()  # every phone registers anew: give each its grace again
+                self._log_out_unregistered(missing_since)
             except Exception:
-                log.exception("reloading the local PBX failed")
+                log.exception("watching the local PBX failed")
+
+    def _log_out_unregistered(self, missing_since: dict[str, float]) -> None:
+        """Extensions unregistered for ``queues.unregistered_grace`` s: their agents are logged out."""
+        registered = self.pbx.registered() if self.pbx is not None else None
+        if registered is None:
+            return
+        now = time.monotonic()
+        extensions = {extension for extension, _ in user_extensions(self.settings)}
+        for extension in list(missing_since):
+            if extension in registered or extension not in extensions:
+                del missing_since[extension]
+        for extension in extensions - registered:
+            missing_since.setdefault(extension, now)
+        gone = {ext for ext, since in missing_since.items() if now - since >= self.settings.queues.unregistered_grace}
+        if gone:
+            self.distributor.log_out_unregistered(gone)
 
     def _on_registration(self, account: sip.Account) -> None:
         if account.registered:

@@ -31,9 +31,21 @@ def call_as_dict(call: Call) -> dict[str, Any]:
         "hangup_by": call.hangup_by.value if call.hangup_by else None,
         "queue": call.queue.name if call.queue else None,
         "agent": call.agent.username if call.agent else None,
+        "agent_extension": call.agent.extension if call.agent else None,
+        "bridged_at": _time(call.bridged_at),
+        "wait_s": wait_seconds(call),
+        "transfers": call.transfers,
         "recording": recording.path if recording else None,
         "ticket": call.ticket.number if call.ticket else None,
     }
+
+
+def wait_seconds(call: Call) -> float | None:
+    """How long the caller queued: until an agent took them or they hung up (None: never queued, or still waiting)."""
+    left = call.bridged_at or call.ended_at
+    if call.queued_at is None or left is None:
+        return None
+    return round((left - call.queued_at).total_seconds(), 1)
 
 
 def _time(value: Any) -> str | None:

@@ -154,7 +154,10 @@ def web(ctx: click.Context, port: int | None) -> None:
     _log_to_stderr()
     # Requests reconnect by themselves (pool_pre_ping): waiting matters only before the first one.
     wait_until_available(settings, [check_database])
-    serve(create_app(settings), host=settings.web.host, port=port or settings.web.port, threads=8)
+    # Each open desk or wallboard holds a thread; with a request of look-ahead, waitress notices a
+    # closed page at once (waitress.client_disconnected) and its thread is free again.
+    serve(create_app(settings), host=settings.web.host, port=port or settings.web.port,
+          threads=settings.web.threads, channel_request_lookahead=1)
 
 
 @click.command()

@@ -1,4 +1,6 @@
-"""``hotline calls list``: several calls newest first (not in the order they were logged), JSON fields."""
+"""``hotline calls list``: several calls newest first (not in the order they were logged), JSON fields.
+
+Queued calls also say who took them (agent, extension), when, how long the caller waited, and transfers."""
 
 from __future__ import annotations
 
@@ -7,24 +9,30 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import select
 
 from config import Settings
 from hotline.cli import main
-from models.call import CallOutcome, HangupParty
+from models.accounts import add_user
+from models.call import CallOutcome, CallState, HangupParty
 from models.calllog import (
     close_recording,
     log_inbound,
     log_outbound,
     mark_answered,
+    mark_bridged,
     mark_ended,
+    mark_state,
     open_recording,
     ticket_for_call,
 )
 from models.db import session_scope
+from models.queues import add_queue, queue_named
+from models.user import Role, User
 
 MORNING = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)  # 09:00 in Beijing
 FIELDS = {"id", "direction", "caller_id", "callee", "started_at", "answered_at", "ended_at", "outcome", "hangup_by",
-          "queue", "agent", "recording", "ticket"}
+          "queue", "agent", "recording", "ticket", "agent_extension", "bridged_at", "wait_s", "transfers"}
 
 
 @pytest.fixture
@@ -66,7 +74,8 @@ def test_json_lists_every_call_newest_first_with_all_fields(call_log: dict[str, 
     assert middle["answered_at"] == "2026-03-02 01:10:03+00:00" and middle["ended_at"] == "2026-03-02 01:11:03+00:00"
     assert middle["outcome"] == "abandoned" and middle["hangup_by"] == "customer"
     assert middle["recording"] == "/recordings/b.wav" and middle["ticket"]
-    assert middle["queue"] is None and middle["agent"] is None
+    assert middle["queue"] is None and middle["agent"] is None and middle["agent_extension"] is None
+    assert (middle["bridged_at"], middle["wait_s"], middle["transfers"]) == (None, None, 0)  # never queued
     assert oldest["outcome"] == "cancelled" and oldest["callee"] == "1001" and oldest["recording"] is None
     assert oldest["ticket"] is None and oldest["answered_at"] is None
     assert newest["direction"] == "outbound" and newest["caller_id"] == "+8613800138003"
@@ -92,3 +101,41 @@ def test_an_empty_call_log_prints_nothing(cli: CliRunner) -> None:
     assert list_calls() == []
     result = cli.invoke(main, ["calls", "list"])
     assert result.exit_code == 0 and result.output == ""
+
+
+@pytest.fixture
+def desk(settings: Settings) -> None:
+    """呼叫中心 and zhang at extension 1001."""
+    with session_scope(settings) as session:
+        add_queue(session, "呼叫中心")
+        add_user(session, "zhang", Role.AGENT, "agent-pass-1", realm=settings.sip.realm, extension="1001")
+
+
+def queued_call(settings: Settings, caller: str, *, queued: int, bridged: int | None = None, ended: int | None = None,
+                transfers: int = 0) -> int:
+    """A call queued to 呼叫中心 (then bridged to zhang, ended) so many seconds after MORNING."""
+    with session_scope(settings) as session:
+        call = log_inbound(session, settings, caller=caller, callee="1000", sip_call_id=caller, at=MORNING)
+        call.queue = queue_named(session, "呼叫中心")
+        call.transfers = transfers
+        mark_state(session, call, CallState.QUEUED, MORNING + timedelta(seconds=queued))
+        if bridged is not None:
+            mark_bridged(session, call, session.scalar(select(User).where(User.username == "zhang")),
+                         MORNING + timedelta(seconds=bridged))
+        if ended is not None:
+            mark_ended(session, call, outcome=CallOutcome.COMPLETED if bridged else CallOutcome.ABANDONED,
+                       hangup_by=HangupParty.CUSTOMER, at=MORNING + timedelta(seconds=ended))
+        return call.id
+
+
+def test_a_queued_call_says_who_took_it_and_how_long_the_caller_waited(settings: Settings, desk: None) -> None:
+    taken = queued_call(settings, "13800138001", queued=5, bridged=47, ended=300, transfers=1)
+    gave_up = queued_call(settings, "13800138002", queued=3, ended=65)
+    waiting = queued_call(settings, "13800138003", queued=4)
+    rows = {row["id"]: row for row in list_calls()}
+    assert all(set(row) == FIELDS for row in rows.values())
+    assert (rows[taken]["queue"], rows[taken]["agent"], rows[taken]["agent_extension"]) == ("呼叫中心", "zhang", "1001")
+    assert rows[taken]["bridged_at"] == "2026-03-02 01:00:47+00:00"
+    assert (rows[taken]["wait_s"], rows[taken]["transfers"]) == (42.0, 1)  # bridged - queued
+    assert (rows[gave_up]["agent"], rows[gave_up]["bridged_at"], rows[gave_up]["wait_s"]) == (None, None, 62.0)
+    assert (rows[waiting]["wait_s"], rows[waiting]["ended_at"], rows[waiting]["transfers"]) == (None, None, 0)

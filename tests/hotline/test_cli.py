@@ -35,6 +35,7 @@ def test_round_trip_through_the_installed_command(hotline_env):
     init = hotline("init", env=hotline_env)
     assert init.returncode == 0, init.stderr
     assert "log in at http://127.0.0.1:8080/ as 'admin' with password" in init.stdout
+    assert "queue 呼叫中心 created on 1000" in init.stdout
     assert Path(hotline_env["HOTLINE_CONFIG"]).exists()
 
     added = hotline("user", "add", "zhang", "--role", "agent", "--extension", "1001", "--skill", "粤语",
@@ -55,10 +56,20 @@ def test_round_trip_through_the_installed_command(hotline_env):
     assert [e["kind"] for e in ticket["events"]] == ["created"]
 
 
-def test_init_twice_keeps_the_admin_and_upgrades(settings, cli):
-    assert cli.invoke(main, ["init"]).exit_code == 0
+def test_init_twice_keeps_the_admin_and_the_default_queue(settings, cli):
+    first = cli.invoke(main, ["init"])
+    assert first.exit_code == 0
+    assert "queue 呼叫中心 created on 1000; add more with: hotline queue add NAME --number N" in first.output
     again = cli.invoke(main, ["init"])
-    assert again.exit_code == 0 and "an admin exists already" in again.output
+    assert again.exit_code == 0 and "an admin exists already" in again.output and "created on" not in again.output
+    queues = json.loads(cli.invoke(main, ["queue", "list", "--json"]).output)
+    assert [(q["name"], q["numbers"], q["menu_key"]) for q in queues] == [("呼叫中心", ["1000"], None)]
+
+
+def test_init_leaves_existing_queues_alone(settings, cli):
+    assert cli.invoke(main, ["queue", "add", "技术支持", "--number", "1000"]).exit_code == 0
+    assert "created on" not in cli.invoke(main, ["init"]).output
+    assert [q["name"] for q in json.loads(cli.invoke(main, ["queue", "list", "--json"]).output)] == ["技术支持"]
 
 
 def test_user_add_refuses_duplicates_and_short_passwords(settings, cli):

@@ -6,7 +6,9 @@ stopped by its pid. A missing binary raises FileNotFoundError: the test fails, n
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import shutil
 import subprocess
 import time
@@ -26,6 +28,7 @@ BARESIP_PORT = 5180
 LINPHONE_PORT = 5190
 SIPP_MEDIA_PORT = 6000
 BARESIP_RTP = (31000, 31100)
+CONTROL_OFFSET = 2000  # baresip's ctrl_tcp listens on its SIP port + 2000 (7180 …)
 LINPHONE_RTP = (32000, 32100)
 HOTLINE_RTP = (21000, 21999)
 CALLER_NUMBER = "13800138000"  # a Chinese mobile number: the call log stores +8613800138000
@@ -72,40 +75,44 @@ class Peer:
 # --- baresip ------------------------------------------------------------------------------------
 
 def baresip_caller(workdir: Path, source_wav: Path, target: str, *, user: str = CALLER_NUMBER,
-                   codecs: str = "PCMU,PCMA", lifetime: int = 60) -> Peer:
+                   codecs: str = "PCMU,PCMA", lifetime: int = 60, port: int = BARESIP_PORT) -> Peer:
     """baresip dialling ``target``, playing ``source_wav`` (8 kHz); the end of the file hangs up.
 
-    What it hears goes to ``dump-*-dec.wav`` in ``workdir``.
+    What it hears goes to ``dump-*-dec.wav`` in ``workdir``. Several run at once on other even ``port``s
+    (5180-5188: baresip takes the next port too, for TLS; each takes its own hundred RTP ports).
     """
     account = f"<sip:{user}@{HOST}>;regint=0;audio_codecs={codecs}"
-    return _baresip(workdir, source_wav, account, ["-e", f"/dial {target}"], lifetime, modules=("sndfile",))
+    return _baresip(workdir, source_wav, account, ["-e", f"/dial {target}"], lifetime, port=port)
 
 
 def baresip_callee(workdir: Path, source_wav: Path, *, user: str = "2000", password: str = "secret",
-                   lifetime: int = 120, answer: bool = True) -> Peer:
+                   lifetime: int = 120, answer: bool = True, port: int = BARESIP_PORT) -> Peer:
     """baresip registered at the PBX as ``user``, answering at once (or only ringing); what it hears goes to dump-*-dec.wav."""
     mode = "auto" if answer else "manual"
     account = f"<sip:{user}@{HOST}:{PBX_PORT}>;auth_pass={password};regint=60;answermode={mode};audio_codecs=PCMU,PCMA"
-    return _baresip(workdir, source_wav, account, [], lifetime, modules=("sndfile",))
+    return _baresip(workdir, source_wav, account, [], lifetime, port=port)
 
 
-def _baresip(workdir: Path, source_wav: Path, account: str, args: list[str], lifetime: int,
-             modules: tuple[str, ...] = ()) -> Peer:
+def _baresip(workdir: Path, source_wav: Path, account: str, args: list[str], lifetime: int, *,
+             port: int = BARESIP_PORT) -> Peer:
     workdir.mkdir(parents=True, exist_ok=True)
-    extra = "".join(f"module {name}.so\n" for name in modules)
+    rtp_low = BARESIP_RTP[0] + (port - BARESIP_PORT) * 100
     (workdir / "config").write_text(
         f"""poll_method epoll
-sip_listen {HOST}:{BARESIP_PORT}
+sip_listen {HOST}:{port}
 net_interface {HOST}
 audio_source aufile,{source_wav}
 audio_player aufile,/dev/null
 ausrc_srate 8000
 auplay_srate 8000
-rtp_ports {BARESIP_RTP[0]}-{BARESIP_RTP[1]}
+rtp_ports {rtp_low}-{rtp_low + 99}
+ctrl_tcp_listen {HOST}:{port + CONTROL_OFFSET}
 module_path /usr/lib/baresip/modules
 module g711.so
 module aufile.so
-{extra}module_tmp uuid.so
+module sndfile.so
+module ctrl_tcp.so
+module_tmp uuid.so
 module_tmp account.so
 module_app menu.so
 snd_path {workdir}
@@ -113,6 +120,14 @@ snd_path {workdir}
     (workdir / "accounts").write_text(account + "\n")
     return Peer([binary("baresip"), "-f", str(workdir), *args, "-t", str(lifetime)], workdir / "baresip.log",
                 cwd=workdir)
+
+
+def baresip_command(sip_port: int, command: str, params: str = "") -> str:
+    """Send a menu command (``hold``, ``resume``, ``hangup`` …) to the baresip on ``sip_port``; its reply."""
+    body = json.dumps({"command": command, "params": params, "token": "test"}).encode()
+    with socket.create_connection((HOST, sip_port + CONTROL_OFFSET), timeout=5) as conn:
+        conn.sendall(b"%d:%s," % (len(body), body))
+        return conn.recv(65536).decode(errors="replace")
 
 
 # --- sipp ---------------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from config import Settings
+from models import agents as agent_rules
 from models.accounts import add_user, sip_ha1
+from models.agent import AgentState
 from models.db import session_scope
 from models.user import Role
 from telephony import service as service_module
@@ -169,3 +171,43 @@ def test_hotline_number_dials_an_agent_with_its_digest(callees: dict[str, sip.En
     [seen] = callees["2000"].dialogs.values()
     assert seen.caller == "1000"
     dialog.hangup()
+
+
+def test_registered_lists_the_extensions_registered_now(sip_settings: Settings) -> None:
+    add_agent(sip_settings, "li", "2001", "pw-li-2001")
+    server = LocalPbx.from_settings(sip_settings)
+    server.start(hotline_extensions(sip_settings) + user_extensions(sip_settings))
+    try:
+        assert server.registered() == set()
+        ep = sip.Endpoint(local_ip=peers.HOST, local_port=peers.SIPP_PORT, pbx_host=peers.HOST,
+                          pbx_port=peers.PBX_PORT, keepalive=0)
+        ep.add_account("2001", "pw-li-2001")
+        ep.start()
+        try:
+            assert ep.wait_registered(2)
+            assert server.registered() == {"2001"}
+        finally:
+            ep.stop()  # unregisters
+        assert server.registered() == set()
+    finally:
+        server.stop()
+    assert server.registered() is None
+
+
+def test_an_agent_whose_phone_is_not_registered_is_logged_out(
+        start_service: Callable[..., HotlineService], sip_settings: Settings,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service_module, "USERS_POLL_SECONDS", 0.5)
+    sip_settings.queues.unregistered_grace = 1.0
+    add_agent(sip_settings, "li", "2001", "pw-li-2001")
+    with session_scope(sip_settings) as session:
+        agent_rules.log_in(session, agent_rules.agent_named(session, "li"), source="test")
+    start_service()
+
+    def state() -> tuple[AgentState, str]:
+        with session_scope(sip_settings) as session:
+            agent = agent_rules.agent_named(session, "li")
+            return agent.state, agent.reason
+
+    assert peers.wait_for(lambda: state()[0] is AgentState.LOGGED_OUT, 10)
+    assert state()[1] == agent_rules.UNREGISTERED_REASON

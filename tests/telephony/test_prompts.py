@@ -1,4 +1,8 @@
-"""Prompts from real espeak-ng and from audio files made with ffmpeg; a broken file falls back to the text."""
+"""Prompts from real espeak-ng and from audio files made with ffmpeg; a broken file falls back to the text.
+
+Hold music: the shipped tune (its level, length, band and seam), a configured file, and the
+fallback to the shipped tune when that file is broken. Queue prompts: position and menu texts.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,11 @@ import numpy as np
 import pytest
 
 from config import Settings, load_settings
+from telephony import prompts
 from telephony.audio import decode
-from telephony.prompts import PromptError, PromptLibrary, render_text
-from tests.telephony.audio_checks import best_correlation, pcm_samples
+from telephony.prompts import SHIPPED_HOLD_MUSIC, PromptError, PromptLibrary, render_text
+from telephony.sounds import make_hold_music
+from tests.telephony.audio_checks import best_correlation, envelope, pcm_samples
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -119,3 +125,93 @@ def test_broken_tts_command_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(PromptError, match="no {out} placeholder"):
         render_text("你好", "espeak-ng {text}", tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing half-written left in the cache
+
+
+def test_shipped_hold_music_is_music_all_along_in_the_phone_band_and_loops_without_a_click(
+        prompt_settings: Settings) -> None:
+    music = pcm_samples(PromptLibrary(prompt_settings).hold_music()).astype(np.float64)
+    assert 20 <= len(music) / 8000 <= 40
+    assert SHIPPED_HOLD_MUSIC.stat().st_size < 300_000
+    levels = envelope(music, frame_ms=500)
+    assert levels.min() > 0.2 * levels.mean() and levels.mean() > 1000  # never a quiet stretch, never a gap
+    spectrum = np.abs(np.fft.rfft(music)) ** 2
+    above_band = spectrum[np.fft.rfftfreq(len(music), 1 / 8000) > 3500].sum() / spectrum.sum()
+    assert above_band < 0.001  # nothing G.711 would not carry
+    # Where the loop turns, the waveform steps no further than it does anywhere else in the tune.
+    steps = np.abs(np.diff(music))
+    seam = abs(music[0] - music[-1])
+    assert seam < np.percentile(steps, 95), (seam, np.median(steps))
+    turning = np.concatenate([music[-4000:], music[:4000]])
+    assert envelope(turning, frame_ms=100).min() > 0.2 * levels.mean()
+
+
+def test_shipped_hold_music_is_what_its_script_makes(prompt_settings: Settings) -> None:
+    made = make_hold_music.tune()
+    shipped = pcm_samples(PromptLibrary(prompt_settings).hold_music()).astype(np.float64)
+    assert len(made) == len(shipped)
+    assert np.corrcoef(made, shipped)[0, 1] > 0.99  # the same tune, through the Vorbis codec
+
+
+def test_configured_hold_music_is_used_and_decoded_once(prompt_settings: Settings, tmp_path: Path) -> None:
+    music_file = tmp_path / "music.mp3"
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=523:duration=3:sample_rate=44100", "-ac", "2", str(music_file))
+    prompt_settings.queues.hold_music_file = str(music_file)
+    library = PromptLibrary(prompt_settings)
+    music = library.hold_music()
+    assert music == decode(music_file) and abs(len(music) / 16000 - 3) < 0.1
+    music_file.unlink()
+    assert library.hold_music() is music
+
+
+@pytest.mark.parametrize("content", [None, b"", b"this is not audio" * 100])
+def test_broken_hold_music_file_is_logged_and_the_shipped_tune_plays(
+        prompt_settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes | None) -> None:
+    broken = tmp_path / "broken music.ogg"
+    if content is not None:
+        broken.write_bytes(content)
+    prompt_settings.queues.hold_music_file = str(broken)
+    library = PromptLibrary(prompt_settings)
+    with caplog.at_level(logging.ERROR, logger="telephony.prompts"):
+        assert library.hold_music() == library.hold_music() == decode(SHIPPED_HOLD_MUSIC)
+    [error] = caplog.records
+    assert "queues.hold_music_file: " in error.getMessage() and "broken music.ogg" in error.getMessage()
+
+
+def test_position_and_menu_are_mandarin_speech_from_real_espeak(prompt_settings: Settings, tmp_path: Path) -> None:
+    library = PromptLibrary(prompt_settings)
+    for prompt, text in [(library.position(2, 3), "您前面还有2位客户，预计等待约3分钟。"),
+                         (library.position(0, 3), prompt_settings.queues.next_prompt),
+                         (library.menu([("技术咨询", "1"), ("售后服务", "2")]), "技术咨询请按1，售后服务请按2。")]:
+        assert np.sqrt((pcm_samples(prompt).astype(np.float64) ** 2).mean()) > 300
+        direct = tmp_path / "direct.wav"
+        subprocess.run(["espeak-ng", "-v", "cmn", "-s", "150", "-w", str(direct), text], check=True)
+        assert best_correlation(pcm_samples(decode(direct)), pcm_samples(prompt), max_lag_s=0.1)[0] > 0.99
+
+
+def test_queue_prompts_fill_their_texts_and_are_made_once(prompt_settings: Settings, fake_tts: Path) -> None:
+    library = PromptLibrary(prompt_settings)
+    for _ in range(3):  # a busy queue: every caller hears the same few texts
+        library.position(2, 3)
+        library.position(0, 7)
+        library.menu([("技术咨询", "1"), ("售后服务", "2"), ("粤语服务", "3")])
+    assert fake_tts.read_text(encoding="utf-8").splitlines() == [
+        "您前面还有2位客户，预计等待约3分钟。", "您是下一位，请稍候。", "技术咨询请按1，售后服务请按2，粤语服务请按3。"]
+    prompt_settings.queues.position_prompt = "前面{ahead}位，约{minutes}分钟"
+    prompt_settings.queues.menu_choice = "按{key}：{name}"
+    prompt_settings.queues.menu_prompt = "请选择：{choices}"
+    library.position(4, 10)
+    library.menu([("售后", "2")])
+    assert fake_tts.read_text(encoding="utf-8").splitlines()[-2:] == ["前面4位，约10分钟", "请选择：按2：售后"]
+
+
+def test_prompt_memory_keeps_the_most_recently_used(prompt_settings: Settings, fake_tts: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prompts, "CACHE_SIZE", 2)
+    library = PromptLibrary(prompt_settings)
+    first, second = library.position(1, 1), library.position(2, 1)
+    assert library.position(1, 1) is first  # used again: now the most recent
+    library.position(3, 1)  # the 2-ahead prompt leaves memory (the disk cache keeps it)
+    assert library.position(1, 1) is first
+    again = library.position(2, 1)
+    assert again == second and again is not second
+    assert len(fake_tts.read_text(encoding="utf-8").splitlines()) == 3

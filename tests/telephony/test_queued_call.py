@@ -1,0 +1,272 @@
+"""Queued callers and agents with real softphones: baresip customers and agents at the local Kamailio."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+import signal
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from config import Settings
+from models import agents as agent_rules
+from models.accounts import add_user
+from models.agent import Agent, AgentState
+from models.call import Call, CallOutcome, HangupParty
+from models.db import session_scope
+from models.queue import Queue
+from models.queues import ensure_default_queue
+from models.user import Role
+from telephony.service import HotlineService
+from tests.telephony import peers
+from telephony.prompts import PromptLibrary
+from tests.telephony.audio_checks import MATCH_THRESHOLD, best_correlation, pcm_samples, read_wav
+
+pytestmark = pytest.mark.sip
+
+AGENT_PASSWORD = "agent-secret"
+TARGET = f"sip:1000@{peers.HOST}:{peers.PBX_PORT}"
+# baresip takes its port and the next (TLS): customers on 5180 and 5186, agents on 5182 and 5184.
+CUSTOMER_PORT = peers.BARESIP_PORT
+
+
+def add_agent(settings: Settings, name: str, extension: str, *, skills: list[str] | None = None,
+              available: bool = True) -> None:
+    with session_scope(settings) as session:
+        user = add_user(session, name, Role.AGENT, AGENT_PASSWORD, realm=settings.sip.realm, extension=extension,
+                        skills=skills)
+        agent = agent_rules.agent_of(session, user)
+        if available:
+            agent_rules.log_in(session, agent, source="test")
+
+
+def agent_state(settings: Settings, name: str) -> Agent:
+    with session_scope(settings) as session:
+        agent = agent_rules.agent_named(session, name)
+        assert agent is not None
+        session.expunge(agent)
+        return agent
+
+
+def calls(settings: Settings) -> list[Call]:
+    with session_scope(settings) as session:
+        rows = list(session.scalars(select(Call).order_by(Call.id)))
+        for row in rows:
+            _ = row.agent, row.recordings, row.queue
+        return rows
+
+
+@pytest.fixture
+def call_centre(sip_settings: Settings) -> Settings:
+    """The default queue on 1000 with wrap-up 0 and a short ring timeout; agents are added by each test."""
+    sip_settings.queues.wrap_up_seconds = 0
+    sip_settings.queues.ring_timeout = 6
+    with session_scope(sip_settings) as session:
+        ensure_default_queue(session, sip_settings)
+    return sip_settings
+
+
+class Phones:
+    """baresip agents (registered, auto-answering) and customers (dialling 1000); all stopped at the end."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.started: list[peers.Peer] = []
+
+    def agent(self, extension: str, speech: Path, port: int, **options: object) -> peers.Peer:
+        phone = peers.baresip_callee(self.workdir / f"agent-{extension}", speech, user=extension,
+                                     password=AGENT_PASSWORD, port=port, **options)  # type: ignore[arg-type]
+        self.started.append(phone)
+        assert peers.wait_for(lambda: "200 ok" in phone.output().lower()
+                              or "registered successfully" in phone.output().lower(), 10), phone.output()[-2000:]
+        return phone
+
+    def customer(self, name: str, speech: Path, port: int = CUSTOMER_PORT) -> peers.Peer:
+        phone = peers.baresip_caller(self.workdir / name, speech, TARGET, port=port, user=f"1380013800{port % 10}")
+        self.started.append(phone)
+        return phone
+
+
+@pytest.fixture
+def phones(tmp_path: Path) -> Iterator[Phones]:
+    started = Phones(tmp_path)
+    yield started
+    for phone in started.started:
+        phone.stop()
+
+
+def padded(path: Path, before: float, after: float) -> Path:
+    """A copy of the WAV at ``path`` with ``before`` and ``after`` seconds of silence around it."""
+    samples = read_wav(path)[0][:, 0]
+    copy = path.with_name(f"{path.stem}-padded.wav")
+    peers.write_wav(copy, np.concatenate([np.zeros(int(before * 8000), dtype=np.int16), samples,
+                                          np.zeros(int(after * 8000), dtype=np.int16)]))
+    return copy
+
+
+def wait_ended(settings: Settings, count: int = 1, timeout: float = 40) -> list[Call]:
+    """The calls, once ``count`` of them have ended (a customer's baresip hangs up at the end of its file)."""
+    assert peers.wait_for(lambda: sum(1 for c in calls(settings) if c.ended_at is not None) >= count, timeout), \
+        calls(settings)
+    return calls(settings)
+
+
+def dump_of(workdir: Path) -> Path:
+    [dump] = workdir.glob("dump-*-dec.wav")
+    return dump
+
+
+def test_agent_and_customer_hear_each_other_and_each_side_is_on_its_channel(
+        call_centre: Settings, start_service: Callable[..., HotlineService], phones: Phones,
+        tmp_path: Path) -> None:
+    add_agent(call_centre, "zhang", "2000")
+    start_service()
+    agent_speech = peers.speech_wav("Good morning, this is the service desk, how can I help you today?",
+                                    tmp_path / "agent.wav", pad_seconds=30)
+    customer_speech = peers.speech_wav("My washing machine stopped working and the door will not open.",
+                                       tmp_path / "customer.wav")
+    phones.agent("2000", agent_speech, 5182)
+    phones.customer("customer", padded(customer_speech, 5, 6))  # it speaks once it is bridged
+    assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.ON_CALL, 20), \
+        agent_state(call_centre, "zhang")
+    [call] = wait_ended(call_centre)
+    assert call.outcome is CallOutcome.COMPLETED and call.hangup_by is HangupParty.CUSTOMER
+    assert call.agent is not None and call.agent.username == "zhang" and call.bridged_at is not None
+    assert call.queue is not None and call.queue.name == call_centre.queues.default_queue
+    assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.AVAILABLE, 10)
+
+    samples, _ = read_wav(call.recording.path)
+    left, _ = best_correlation(read_wav(customer_speech)[0][:, 0], samples[:, 0], max_lag_s=8)
+    right, _ = best_correlation(read_wav(agent_speech)[0][:, 0], samples[:, 1], max_lag_s=8)
+    assert left >= MATCH_THRESHOLD, f"the customer is not on the left channel ({left:.3f})"
+    assert right >= MATCH_THRESHOLD, f"the agent is not on the right channel ({right:.3f})"
+    heard_by_agent, _ = best_correlation(read_wav(customer_speech)[0][:, 0],
+                                         read_wav(dump_of(tmp_path / "agent-2000"))[0][:, 0], max_lag_s=8)
+    heard_by_customer, _ = best_correlation(read_wav(agent_speech)[0][:, 0],
+                                            read_wav(dump_of(tmp_path / "customer"))[0][:, 0], max_lag_s=8)
+    assert heard_by_agent >= MATCH_THRESHOLD, f"the agent did not hear the customer ({heard_by_agent:.3f})"
+    assert heard_by_customer >= MATCH_THRESHOLD, f"the customer did not hear the agent ({heard_by_customer:.3f})"
+
+
+
+def test_second_caller_waits_hears_music_and_position_then_is_bridged(
+        call_centre: Settings, start_service: Callable[..., HotlineService], phones: Phones, tmp_path: Path) -> None:
+    call_centre.queues.announce_seconds = 4
+    add_agent(call_centre, "zhang", "2000")
+    start_service()
+    phones.agent("2000", peers.speech_wav("Service desk.", tmp_path / "agent.wav", pad_seconds=60), 5182)
+    phones.customer("first", padded(peers.speech_wav("First caller.", tmp_path / "first.wav"), 3, 9))
+    assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.ON_CALL, 20)
+    phones.customer("second", padded(peers.speech_wav("Second caller.", tmp_path / "second.wav"), 25, 4),
+                             port=CUSTOMER_PORT + 6)
+    one, two = wait_ended(call_centre, 2, timeout=60)
+    assert one.agent.username == two.agent.username == "zhang"
+    assert two.bridged_at >= one.ended_at, "the second caller was bridged before the agent was free"
+    waited = (two.bridged_at - two.queued_at).total_seconds()
+    assert waited > 4, f"the second caller did not wait ({waited:.1f} s)"
+    # what the second caller heard while waiting: never silence — music, and the announcements over it
+    heard = read_wav(dump_of(tmp_path / "second"))[0][:, 0]
+    queued_from = (two.queued_at - two.answered_at).total_seconds() + 0.5
+    waiting = heard[int(queued_from * 8000):int((queued_from + waited - 1) * 8000)]
+    assert not peers.silent_runs(waiting, min_seconds=1.0), "the waiting caller heard silence"
+
+
+def test_a_caller_hanging_up_while_the_agent_rings_stops_the_ringing(
+        call_centre: Settings, start_service: Callable[..., HotlineService], phones: Phones, tmp_path: Path) -> None:
+    call_centre.queues.ring_timeout = 30
+    add_agent(call_centre, "zhang", "2000")
+    start_service()
+    agent = phones.agent("2000", peers.speech_wav("Hello.", tmp_path / "agent.wav"), 5182, answer=False)
+    phones.customer("customer", padded(peers.speech_wav("Hello?", tmp_path / "c.wav"), 3, 0))
+    assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.RINGING, 20)
+    wait_ended(call_centre)  # the end of its file hangs up, the agent's phone still ringing
+    assert peers.wait_for(lambda: "session closed" in agent.output().lower(), 5), \
+        agent.output()[-2000:]
+    assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.AVAILABLE, 5)
+    [call] = calls(call_centre)
+    assert call.outcome is CallOutcome.ABANDONED and call.bridged_at is None
+
+
+def test_ring_timeout_goes_to_the_next_agent_and_pauses_the_missed_one(
+        call_centre: Settings, start_service: Callable[..., HotlineService], phones: Phones, tmp_path: Path) -> None:
+    call_centre.queues.ring_timeout = 3
+    add_agent(call_centre, "zhang", "2000")
+    add_agent(call_centre, "li", "2001")
+    with session_scope(call_centre) as session:  # zhang has waited longest: he is offered first
+        zhang, li = agent_rules.agent_named(session, "zhang"), agent_rules.agent_named(session, "li")
+        li.idle_since = zhang.idle_since + timedelta(seconds=1)
+    start_service()
+    phones.agent("2000", peers.speech_wav("Hello.", tmp_path / "a.wav"), 5182, answer=False)
+    phones.agent("2001", peers.speech_wav("Li speaking.", tmp_path / "b.wav", pad_seconds=30), 5184)
+    phones.customer("customer", padded(peers.speech_wav("Hello?", tmp_path / "c.wav"), 12, 2))
+    assert peers.wait_for(lambda: agent_state(call_centre, "li").state is AgentState.ON_CALL, 25)
+    missed = agent_state(call_centre, "zhang")
+    assert missed.state is AgentState.PAUSED and missed.reason == agent_rules.MISSED_REASON
+    [call] = wait_ended(call_centre)
+    assert call.agent.username == "li"
+
+
+def test_skills_pick_the_agent_who_speaks_the_dialect(
+        call_centre: Settings, start_service: Callable[..., HotlineService], phones: Phones, tmp_path: Path) -> None:
+    with session_scope(call_centre) as session:
+        [queue] = session.scalars(select(Queue)).all()
+        queue.skills = ["粤语:2"]
+    add_agent(call_centre, "zhang", "2000", skills=["粤语:1"])
+    add_agent(call_centre, "chen", "2001", skills=["粤语:3", "空调"])
+    start_service()
+    phones.agent("2000", peers.speech_wav("Zhang.", tmp_path / "a.wav", pad_seconds=30), 5182)
+    phones.agent("2001", peers.speech_wav("Chen.", tmp_path / "b.wav", pad_seconds=30), 5184)
+    phones.customer("customer", padded(peers.speech_wav("Hello?", tmp_path / "c.wav"), 6, 2))
+    assert peers.wait_for(lambda: agent_state(call_centre, "chen").state is AgentState.ON_CALL, 20)
+    assert agent_state(call_centre, "zhang").state is AgentState.AVAILABLE
+    wait_ended(call_centre)
+
+
+def test_agent_hold_from_baresip_plays_music_to_the_customer(
+        call_centre: Settings, start_service: Callable[..., HotlineService], phones: Phones, tmp_path: Path) -> None:
+    add_agent(call_centre, "zhang", "2000")
+    start_service()
+    phones.agent("2000", peers.speech_wav("One moment please.", tmp_path / "agent.wav", pad_seconds=40), 5182)
+    phones.customer("customer", padded(peers.speech_wav("Hello?", tmp_path / "c.wav"), 1, 18))
+    assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.ON_CALL, 20)
+    time.sleep(5)  # the agent has said their words: the customer hears silence
+    held_at = datetime.now(timezone.utc)
+    assert '"ok":true' in peers.baresip_command(5182, "hold").replace(" ", "")
+    time.sleep(5)
+    peers.baresip_command(5182, "resume")
+    [call] = wait_ended(call_centre)
+    heard = read_wav(dump_of(tmp_path / "customer"))[0][:, 0]
+    start = (held_at - call.answered_at).total_seconds()
+    before = heard[int((start - 2.5) * 8000):int(start * 8000)]
+    on_hold = heard[int((start + 1) * 8000):int((start + 4) * 8000)]
+    assert peers.silent_runs(before, min_seconds=1.0), "the customer heard something before the hold"
+    assert not peers.silent_runs(on_hold, min_seconds=0.5), "the customer heard silence on hold"
+    music = pcm_samples(PromptLibrary(call_centre).hold_music())
+    assert best_correlation(on_hold, music, max_lag_s=len(music) / 8000)[0] >= MATCH_THRESHOLD
+
+
+
+def test_after_kill_9_with_an_agent_on_a_call_no_agent_is_stuck(
+        call_centre: Settings, start_service: Callable[..., HotlineService], phones: Phones, tmp_path: Path) -> None:
+    add_agent(call_centre, "zhang", "2000")
+    hotline = peers.Peer([sys.executable, "-m", "hotline", "sip"], tmp_path / "hotline-sip.log")
+    try:
+        assert peers.wait_for(lambda: "hotline sip: numbers" in hotline.output(), 20), hotline.output()[-3000:]
+        phones.agent("2000", peers.speech_wav("Hello.", tmp_path / "agent.wav", pad_seconds=60), 5182)
+        phones.customer("customer", padded(peers.speech_wav("Hello?", tmp_path / "c.wav"), 1, 60))
+        assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.ON_CALL, 20), \
+            hotline.output()[-3000:]
+        hotline.process.send_signal(signal.SIGKILL)
+        hotline.process.wait(5)
+    finally:
+        hotline.stop()
+    start_service()  # repairs the call the killed process left; the watchdog frees the agent
+    assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.AVAILABLE, 30), \
+        agent_state(call_centre, "zhang")
+    [call] = wait_ended(call_centre, timeout=5)
+    assert call.outcome is CallOutcome.FAILED

@@ -20,7 +20,7 @@ from models.agent import Agent, AgentState
 from models.call import Call, CallOutcome, HangupParty
 from models.db import session_scope
 from models.queue import Queue
-from models.queues import ensure_default_queue
+from models.queues import add_queue, ensure_default_queue, set_queue
 from models.user import Role
 from telephony.service import HotlineService
 from tests.telephony import peers
@@ -270,3 +270,69 @@ def test_after_kill_9_with_an_agent_on_a_call_no_agent_is_stuck(
         agent_state(call_centre, "zhang")
     [call] = wait_ended(call_centre, timeout=5)
     assert call.outcome is CallOutcome.FAILED
+
+
+def test_the_menu_key_picks_the_queue_and_its_agent(
+        call_centre: Settings, start_service: Callable[..., HotlineService], phones: Phones, sipp_dir: Path,
+        tmp_path: Path) -> None:
+    call_centre.prompts.greeting = "您好"
+    call_centre.queues.menu_timeout = 20
+    with session_scope(call_centre) as session:
+        [default] = session.scalars(select(Queue)).all()
+        set_queue(session, default, display_name="技术咨询", menu_key="1")
+        add_queue(session, "售后服务", numbers=["1000"], menu_key="2")
+    add_agent(call_centre, "zhang", "2000")
+    add_agent(call_centre, "wang", "2001")
+    with session_scope(call_centre) as session:
+        agent_rules.agent_named(session, "zhang").queues = [call_centre.queues.default_queue]
+        agent_rules.agent_named(session, "wang").queues = ["售后服务"]
+    start_service()
+    phones.agent("2000", peers.speech_wav("Zhang.", tmp_path / "a.wav", pad_seconds=30), 5182)
+    phones.agent("2001", peers.speech_wav("Wang.", tmp_path / "b.wav", pad_seconds=5), 5184)  # hangs up after it
+    caller = peers.sipp("uac_menu_info", sipp_dir)
+    try:
+        assert peers.wait_for(lambda: agent_state(call_centre, "wang").state is AgentState.ON_CALL, 25), \
+            caller.output()[-2000:]
+        [call] = wait_ended(call_centre, timeout=30)
+    finally:
+        caller.stop()
+    assert call.queue.name == "售后服务" and call.agent.username == "wang"
+    assert call.hangup_by is HangupParty.AGENT and call.outcome is CallOutcome.COMPLETED
+    assert agent_state(call_centre, "zhang").state is AgentState.AVAILABLE
+
+
+def test_a_caller_who_hangs_up_while_queued_rings_no_agent(
+        call_centre: Settings, start_service: Callable[..., HotlineService], phones: Phones, tmp_path: Path) -> None:
+    add_agent(call_centre, "zhang", "2000", available=False)
+    start_service()
+    phones.agent("2000", peers.speech_wav("Zhang.", tmp_path / "a.wav", pad_seconds=30), 5182, answer=False)
+    phones.customer("customer", padded(peers.speech_wav("Hello?", tmp_path / "c.wav"), 1, 4))
+    [call] = wait_ended(call_centre)
+    assert call.outcome is CallOutcome.ABANDONED and call.queued_at is not None
+    with session_scope(call_centre) as session:
+        agent_rules.make_available(session, agent_rules.agent_named(session, "zhang"), source="test")
+    time.sleep(3)  # the distributor has had many rounds to (wrongly) offer the gone caller
+    with session_scope(call_centre) as session:
+        states = [event.state for event in agent_rules.agent_named(session, "zhang").events]
+    assert AgentState.RINGING not in states
+
+
+@pytest.mark.slow
+def test_a_linphone_caller_queued_45_s_is_still_there_and_bridged(
+        call_centre: Settings, start_service: Callable[..., HotlineService], phones: Phones, tmp_path: Path) -> None:
+    add_agent(call_centre, "zhang", "2000", available=False)
+    start_service()
+    phones.agent("2000", peers.speech_wav("Zhang here.", tmp_path / "a.wav", pad_seconds=4), 5182)
+    linphone = peers.Linphone(tmp_path / "linphone", peers.speech_wav("Hello.", tmp_path / "c.wav", pad_seconds=90))
+    try:
+        linphone.call(TARGET)
+        assert peers.wait_for(lambda: calls(call_centre) and calls(call_centre)[0].queued_at is not None, 15)
+        time.sleep(45)  # Linphone hangs up after 30 s without RTP: the music keeps it
+        assert calls(call_centre)[0].ended_at is None, "the Linphone caller left the queue"
+        with session_scope(call_centre) as session:
+            agent_rules.make_available(session, agent_rules.agent_named(session, "zhang"), source="test")
+        [call] = wait_ended(call_centre, timeout=30)  # the agent's file ends: they hang up
+    finally:
+        linphone.stop()
+    assert call.agent.username == "zhang" and call.bridged_at is not None and call.hangup_by is HangupParty.AGENT
+    assert (call.bridged_at - call.queued_at).total_seconds() >= 45

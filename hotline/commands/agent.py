@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+
 import click
 
 from models.agent import AgentState
 from models.agents import CHOSEN_STATES, AgentStateError, agent_named, choose
+from workers import bus
 
 
 @click.group("agent")
@@ -24,8 +26,10 @@ def agent_state(ctx: click.Context, name: str, state: str, reason: str) -> None:
     from hotline.cli import settings_of
     from models.db import session_scope
 
+    settings = settings_of(ctx)
+    bus.install(settings)  # the desks, wallboards and distributors hear of the change at once
     try:
-        with session_scope(settings_of(ctx)) as session:
+        with session_scope(settings) as session:
             found = agent_named(session, name)
             if found is None:
                 raise click.ClickException(f"no user {name!r}")

@@ -336,3 +336,25 @@ def test_a_linphone_caller_queued_45_s_is_still_there_and_bridged(
         linphone.stop()
     assert call.agent.username == "zhang" and call.bridged_at is not None and call.hangup_by is HangupParty.AGENT
     assert (call.bridged_at - call.queued_at).total_seconds() >= 45
+
+
+def test_a_caller_waiting_past_the_maximum_overflows_to_the_next_queue(
+        call_centre: Settings, start_service: Callable[..., HotlineService], phones: Phones, tmp_path: Path) -> None:
+    with session_scope(call_centre) as session:
+        [first] = session.scalars(select(Queue)).all()
+        add_queue(session, "售后服务")
+        set_queue(session, first, max_wait_seconds=3, overflow="售后服务")
+    add_agent(call_centre, "wang", "2001")
+    with session_scope(call_centre) as session:
+        agent_rules.agent_named(session, "wang").queues = ["售后服务"]
+    start_service()
+    phones.agent("2001", peers.speech_wav("Wang.", tmp_path / "b.wav", pad_seconds=2), 5184)  # hangs up after it
+    phones.customer("customer", padded(peers.speech_wav("Hello?", tmp_path / "c.wav"), 1, 30))
+    [call] = wait_ended(call_centre)
+    assert call.queue.name == "售后服务" and call.agent.username == "wang"
+    assert (call.bridged_at - call.queued_at).total_seconds() >= 3
+    # the agent hung up first: the caller heard the closing prompt (谢谢您的来电) before our BYE
+    assert call.hangup_by is HangupParty.AGENT
+    closing = pcm_samples(PromptLibrary(call_centre).closing())
+    right = read_wav(call.recording.path)[0][:, 1]
+    assert best_correlation(closing, right[-(len(closing) + 3 * 8000):], max_lag_s=3)[0] >= MATCH_THRESHOLD

@@ -83,13 +83,17 @@ def serves(agent: Agent, queue: Queue) -> bool:
     return all(has.get(name, 0) >= level for name, level in skill_levels(queue.skills).items())
 
 
+def available(session: Session) -> list[Agent]:
+    """Every available agent who can take a call (active, with an extension), the longest idle first."""
+    return list(session.scalars(select(Agent).join(Agent.user)
+                                .where(Agent.state == AgentState.AVAILABLE, User.active.is_(True),
+                                       User.extension.is_not(None))
+                                .order_by(Agent.idle_since, Agent.id)))
+
+
 def available_for(session: Session, queue: Queue) -> list[Agent]:
     """Available agents who serve ``queue``, the longest idle first."""
-    rows = session.scalars(select(Agent).join(Agent.user)
-                           .where(Agent.state == AgentState.AVAILABLE, User.active.is_(True),
-                                  User.extension.is_not(None))
-                           .order_by(Agent.idle_since, Agent.id))
-    return [agent for agent in rows if serves(agent, queue)]
+    return [agent for agent in available(session) if serves(agent, queue)]
 
 
 # transitions

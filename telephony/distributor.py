@@ -288,11 +288,14 @@ class Distributor:
         if not waiting:
             return
         with session_scope(self.settings) as session:
+            free = agent_rules.available(session)  # one read a round, however many callers wait
+            queues = {queue.id: queue for queue in all_queues(session)}
             for call in waiting:
-                queue = session.get(Queue, call.queue.id)
-                if queue is None:
+                queue = queues.get(call.queue.id)
+                if queue is None or not free:
                     continue
-                for agent in agent_rules.available_for(session, queue):
+                for agent in [agent for agent in free if agent_rules.serves(agent, queue)]:
+                    free.remove(agent)
                     if agent_rules.offer(session, agent, call.uid):
                         session.commit()
                         self._give(call, agent)

@@ -272,9 +272,11 @@ def test_after_kill_9_with_an_agent_on_a_call_no_agent_is_stuck(
     assert call.outcome is CallOutcome.FAILED
 
 
+@pytest.mark.parametrize("scenario", ["uac_menu_info", "uac_menu_2833"])
 def test_the_menu_key_picks_the_queue_and_its_agent(
         call_centre: Settings, start_service: Callable[..., HotlineService], phones: Phones, sipp_dir: Path,
-        tmp_path: Path) -> None:
+        tmp_path: Path, scenario: str) -> None:
+    """The caller presses 2 by SIP INFO or by RFC 2833 events."""
     call_centre.prompts.greeting = "您好"
     call_centre.queues.menu_timeout = 20
     with session_scope(call_centre) as session:
@@ -289,7 +291,7 @@ def test_the_menu_key_picks_the_queue_and_its_agent(
     start_service()
     phones.agent("2000", peers.speech_wav("Zhang.", tmp_path / "a.wav", pad_seconds=30), 5182)
     phones.agent("2001", peers.speech_wav("Wang.", tmp_path / "b.wav", pad_seconds=5), 5184)  # hangs up after it
-    caller = peers.sipp("uac_menu_info", sipp_dir)
+    caller = peers.sipp(scenario, sipp_dir)
     try:
         assert peers.wait_for(lambda: agent_state(call_centre, "wang").state is AgentState.ON_CALL, 25), \
             caller.output()[-2000:]

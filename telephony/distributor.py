@@ -31,7 +31,7 @@ from models import agents as agent_rules
 from models.agent import Agent, AgentState
 from models.db import session_scope
 from models.queue import Queue
-from models.queues import QueueTimers, all_queues, timers
+from models.queues import QueueTimers, all_queues, ensure_default_queue, timers
 from models.wait import estimate_wait, recent_handle_seconds
 from workers import bus
 
@@ -265,6 +265,10 @@ class Distributor:
                 self._commands.popleft()
 
     def _read_queues(self, session: Session) -> None:
+        # An installation upgraded from before queues existed has none: its callers need one.
+        if ensure_default_queue(session, self.settings) is not None:
+            log.info("created the default queue %s on %s", self.settings.queues.default_queue,
+                     ", ".join(self.settings.sip.hotline_numbers[:1]))
         queues = all_queues(session)
         self._queues = [QueueInfo(q.id, q.name, q.display_name or q.name, q.menu_key, tuple(q.numbers),
                                   timers(q, self.settings), q.overflow_queue_id) for q in queues]

@@ -1,4 +1,4 @@
-"""The web UI: a Flask app factory with one blueprint per resource (auth, calls, tickets)."""
+"""The web UI: a Flask app factory with one blueprint per resource (auth, calls, tickets, desk, wallboard)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from flask_wtf import CSRFProtect
 from config import Settings, load_settings
 from models.db import session_factory
 from models.user import User
+from workers import bus
 
 LANGUAGES = ("zh_CN", "en")
 
@@ -27,6 +28,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         WTF_CSRF_TIME_LIMIT=None,
     )
     app.extensions["hotline_sessions"] = session_factory(settings)
+    # A state chosen on the desk must wake the distributor and the other pages at once.
+    bus.install(settings)
     CSRFProtect(app)
     Babel(app, locale_selector=_locale)
     _login_manager(app)
@@ -34,11 +37,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     zone = ZoneInfo(settings.general.timezone)
     app.jinja_env.filters["localtime"] = lambda moment, fmt="%Y-%m-%d %H:%M:%S": moment.astimezone(zone).strftime(fmt)
 
-    from webui import auth, calls, tickets
+    from webui import auth, calls, desk, tickets, wallboard
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(calls.bp)
     app.register_blueprint(tickets.bp)
+    app.register_blueprint(desk.bp)
+    app.register_blueprint(wallboard.bp)
     app.add_url_rule("/", endpoint="index", view_func=calls.index)
     app.add_url_rule("/healthz", endpoint="healthz", view_func=lambda: {"status": "ok"})
     app.teardown_appcontext(_close_db)

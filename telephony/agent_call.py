@@ -4,7 +4,8 @@ Hotline stays in the media path: the agent's phone is dialled at ``sip:EXT@PBX``
 caller's number as caller ID (来电号码显示) and, once it answers, each leg hears the other through
 the media engine (both jitter-buffered). The caller's recording then has the caller on the left
 and the agent on the right, because the caller's leg sends what the agent says. When the agent
-holds (re-INVITE sendonly/inactive) the caller hears hold music instead of silence.
+holds — from their phone (re-INVITE sendonly/inactive) or from the desk — the caller hears hold
+music instead of silence.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ class AgentCall:
             return Ring.CALLER_GONE
         return Ring.UNREACHABLE if dialog.status in UNREACHABLE_STATUSES else Ring.MISSED
 
-    def bridge(self, customer: MediaLeg, hold_music: bytes) -> None:
-        """Each side hears the other; the agent's hold puts music on the caller's side."""
+    def bridge(self, customer: MediaLeg) -> None:
+        """Each side hears the other (and follows the agent's phone when a re-INVITE moves its media)."""
         dialog = self.dialog
         assert dialog is not None and dialog.remote_media is not None and dialog.codec is not None
         codec = dialog.codec
@@ -74,21 +75,24 @@ class AgentCall:
         self.engine.bridge(customer, self.leg)
 
         def follow(moved: sip.Dialog) -> None:
-            if moved.on_hold:
-                log.info("agent %s holds call %s", self.offer.username, self.offer.call_uid)
-                self.engine.set_hears(customer, [])
-                customer.loop(hold_music)
-                return
-            if moved.remote_media is not None:
+            if moved.remote_media is not None and not moved.on_hold:
                 self.leg.connect((moved.remote_media.address, moved.remote_media.port), codec.payload_type,
                                  codec.dtmf_payload_type)
-            customer.stop_loop()
-            self.engine.set_hears(customer, [self.leg])
 
         dialog.on_media = follow
 
+    def hold(self, customer: MediaLeg, held: bool, hold_music: bytes) -> None:
+        """On hold the caller hears music and the two hear each other no more; off hold, each other again."""
+        if held:
+            self.engine.unbridge(customer)
+            customer.loop(hold_music)
+        else:
+            customer.stop_loop()
+            self.engine.bridge(customer, self.leg)
+
     @property
-    def held(self) -> bool:
+    def held_by_phone(self) -> bool:
+        """The agent's phone holds the call (its re-INVITE was sendonly or inactive)."""
         return self.dialog is not None and self.dialog.on_hold
 
     def hangup(self) -> None:

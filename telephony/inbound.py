@@ -45,6 +45,7 @@ class InboundFlow:
         self.events = events
         self.distributor = distributor
         self.prompts = prompts
+        self.queued: dict[str, QueuedCall] = {}  # by calls.uid: the calls a desk may ask to hold
 
     def run(self, dialog: sip.Dialog, stop: threading.Event) -> None:
         """The whole call; ``stop`` is set when the service shuts down (we close the call ourselves)."""
@@ -104,7 +105,11 @@ class InboundFlow:
             queue = route(queues, key)
         queued = QueuedCall(self.settings, self.endpoint, self.media, self.events, self.distributor, self.prompts(),
                             uid, dialog, call_media)
-        return queued.run(queue, stop)
+        self.queued[uid] = queued
+        try:
+            return queued.run(queue, stop)
+        finally:
+            del self.queued[uid]
 
     def _played_out(self, dialog: sip.Dialog, call_media: CallMedia, stop: threading.Event) -> bool:
         """Wait until the greeting has ended; False if the call ended (or went silent) meanwhile."""

@@ -45,6 +45,14 @@ class QueuedCall:
         self.uid = uid
         self.dialog = dialog
         self.call_media = call_media
+        self.held_from_desk = False  # set by a hold request from the agent desk (``request``)
+
+    def request(self, action: str) -> None:
+        """A request from the web UI for this call: ``hold`` or ``resume`` (applied by the call's thread)."""
+        if action in ("hold", "resume"):
+            self.held_from_desk = action == "hold"
+        else:
+            log.warning("call %s: unknown request %r ignored", self.uid, action)
 
     def run(self, queue: QueueInfo, stop: threading.Event) -> Ending:
         self.events.state(self.uid, CallState.QUEUED, queue_id=queue.id)
@@ -118,12 +126,12 @@ class QueuedCall:
         return None
 
     def _talk(self, agent: AgentCall, stop: threading.Event) -> Ending:
-        """Bridged until one side hangs up (or we shut down)."""
+        """Bridged until one side hangs up (or we shut down); on hold while the phone or the desk says so."""
         leg, dialog = self.call_media.leg, self.dialog
         agent_dialog = agent.dialog
         assert agent_dialog is not None
         leg.stop_playback()
-        agent.bridge(leg, self.prompts.hold_music())
+        agent.bridge(leg)
         self.events.state(self.uid, CallState.BRIDGED, agent_id=agent.offer.user_id)
         held = False
         while not dialog.ended.wait(WATCH_INTERVAL):
@@ -133,8 +141,10 @@ class QueuedCall:
             if stop.is_set():
                 agent.hangup()
                 return self._close(CallOutcome.COMPLETED)
-            if agent.held != held:
-                held = agent.held
+            if held != (agent.held_by_phone or self.held_from_desk):
+                held = not held
+                log.info("call %s %s by agent %s", self.uid, "held" if held else "resumed", agent.offer.username)
+                agent.hold(leg, held, self.prompts.hold_music())
                 self.events.state(self.uid, CallState.ON_HOLD if held else CallState.BRIDGED)
         agent.hangup()
         return CallOutcome.COMPLETED, HangupParty.CUSTOMER

@@ -81,6 +81,7 @@ class HotlineService:
         self.media.start()
         self.endpoint.start()
         self.distributor.start()
+        threading.Thread(target=self._take_call_requests, name="call-requests", daemon=True).start()
         registered = self.endpoint.wait_registered(register_timeout)
         if not registered:
             log.warning("not registered after %.0f s; retrying in the background", register_timeout)
@@ -165,6 +166,17 @@ class HotlineService:
         self.events.alarm(None, AlarmKind.REGISTRATION_FAILED, message)
 
     # calls
+
+    def _take_call_requests(self) -> None:
+        """Requests of the web UI for calls this process runs (the desk's hold button)."""
+        for request in bus.call_requests(self.settings):
+            if self._stopping.is_set():
+                return
+            if not isinstance(request, dict):
+                continue
+            call = self.inbound.queued.get(str(request.get("uid")))
+            if call is not None:
+                call.request(str(request.get("action")))
 
     def _on_invite(self, dialog: sip.Dialog) -> None:
         """Runs on the SIP thread: hand the call to a thread of its own."""

@@ -27,6 +27,8 @@ from workers.connection import redis_connection
 log = logging.getLogger(__name__)
 
 CHANNEL = "hotline:changes"
+# Requests for a live call from the web UI (hold, resume) to the ``hotline sip`` running it.
+CALL_REQUESTS = "hotline:call-requests"
 POLL_SECONDS = 1.0
 _PENDING = "bus_changes"
 _installed: dict[str, Settings] = {}
@@ -65,19 +67,39 @@ def publish(settings: Settings, changes: list[dict[str, Any]]) -> None:
         log.warning("cannot publish %d changes on the bus (%s); listeners will poll", len(changes), exc)
 
 
+def request_call(settings: Settings, call_uid: str, action: str) -> bool:
+    """Ask the ``hotline sip`` running call ``call_uid`` to ``action`` it; False if no process heard it."""
+    try:
+        heard = redis_connection(settings).publish(CALL_REQUESTS, json.dumps({"uid": call_uid, "action": action}))
+    except (RedisError, OSError) as exc:
+        log.warning("cannot ask for %s of call %s (%s)", action, call_uid, exc)
+        return False
+    return bool(heard)
+
+
 def changes(settings: Settings, timeout: float = POLL_SECONDS) -> Iterator[list[dict[str, Any]]]:
     """Lists of changes as they are published; an empty list after ``timeout`` s of quiet (look again anyway).
 
     Reconnects after a Redis outage, yielding empty lists meanwhile.
     """
+    for message in _messages(settings, CHANNEL, timeout):
+        yield message or []
+
+
+def call_requests(settings: Settings, timeout: float = POLL_SECONDS) -> Iterator[dict[str, Any] | None]:
+    """Requests for live calls (``{"uid", "action"}``) as they come; None after ``timeout`` s of quiet."""
+    yield from _messages(settings, CALL_REQUESTS, timeout)
+
+
+def _messages(settings: Settings, channel: str, timeout: float) -> Iterator[Any]:
     while True:
         try:
             pubsub = redis_connection(settings).pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(CHANNEL)
+            pubsub.subscribe(channel)
             while True:
                 message = pubsub.get_message(timeout=timeout)
-                yield json.loads(message["data"]) if message else []
+                yield json.loads(message["data"]) if message else None
         except (RedisError, OSError) as exc:
             log.warning("bus unreachable (%s); polling", exc)
             time.sleep(timeout)
-            yield []
+            yield None

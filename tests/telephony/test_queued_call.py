@@ -17,13 +17,14 @@ from config import Settings
 from models import agents as agent_rules
 from models.accounts import add_user
 from models.agent import Agent, AgentState
-from models.call import Call, CallOutcome, HangupParty
+from models.call import Call, CallOutcome, CallState, HangupParty
 from models.db import session_scope
 from models.queue import Queue
 from models.queues import add_queue, ensure_default_queue, set_queue
 from models.user import Role
 from telephony.service import HotlineService
 from tests.telephony import peers
+from workers import bus
 from telephony.prompts import PromptLibrary
 from tests.telephony.audio_checks import MATCH_THRESHOLD, best_correlation, pcm_samples, read_wav
 
@@ -227,8 +228,11 @@ def test_skills_pick_the_agent_who_speaks_the_dialect(
     wait_ended(call_centre)
 
 
-def test_agent_hold_from_baresip_plays_music_to_the_customer(
-        call_centre: Settings, start_service: Callable[..., HotlineService], phones: Phones, tmp_path: Path) -> None:
+@pytest.mark.parametrize("held_from", ["phone", "desk"])
+def test_agent_hold_plays_music_to_the_customer(
+        call_centre: Settings, start_service: Callable[..., HotlineService], phones: Phones, tmp_path: Path,
+        held_from: str) -> None:
+    """Held from baresip (re-INVITE sendonly) or from the agent desk (a request on the bus)."""
     add_agent(call_centre, "zhang", "2000")
     start_service()
     phones.agent("2000", peers.speech_wav("One moment please.", tmp_path / "agent.wav", pad_seconds=40), 5182)
@@ -236,9 +240,18 @@ def test_agent_hold_from_baresip_plays_music_to_the_customer(
     assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.ON_CALL, 20)
     time.sleep(5)  # the agent has said their words: the customer hears silence
     held_at = datetime.now(timezone.utc)
-    assert '"ok":true' in peers.baresip_command(5182, "hold").replace(" ", "")
+    uid = agent_state(call_centre, "zhang").call_uid
+    if held_from == "phone":
+        assert '"ok":true' in peers.baresip_command(5182, "hold").replace(" ", "")
+    else:
+        assert bus.request_call(call_centre, uid, "hold"), "no hotline sip heard the request"
+    assert peers.wait_for(lambda: calls(call_centre)[0].state is CallState.ON_HOLD, 3)
     time.sleep(5)
-    peers.baresip_command(5182, "resume")
+    if held_from == "phone":
+        peers.baresip_command(5182, "resume")
+    else:
+        bus.request_call(call_centre, uid, "resume")
+    assert peers.wait_for(lambda: calls(call_centre)[0].state is CallState.BRIDGED, 3)
     [call] = wait_ended(call_centre)
     heard = read_wav(dump_of(tmp_path / "customer"))[0][:, 0]
     start = (held_at - call.answered_at).total_seconds()

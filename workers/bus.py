@@ -20,7 +20,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from config import Settings
-from models.agent import Agent
+from models.agent import Agent, AgentEvent
 from models.call import Call
 from workers.connection import redis_connection
 
@@ -35,10 +35,11 @@ _installed: dict[str, Settings] = {}
 
 
 def install(settings: Settings) -> None:
-    """Publish every committed agent and call change of this process (idempotent)."""
-    if _installed:
-        return
+    """Publish every committed agent and call change of this process (idempotent; the newest settings win)."""
+    first = not _installed
     _installed["settings"] = settings
+    if not first:
+        return
     event.listen(Session, "after_flush", _collect)
     event.listen(Session, "after_commit", _publish_pending)
     event.listen(Session, "after_rollback", lambda session: session.info.pop(_PENDING, None))
@@ -49,6 +50,8 @@ def _collect(session: Session, _context: object) -> None:
     for obj in (*session.new, *session.dirty):
         if isinstance(obj, Agent):
             pending.append({"kind": "agent", "id": obj.id})
+        elif isinstance(obj, AgentEvent):  # transitions are conditional UPDATEs: their event is what the session holds
+            pending.append({"kind": "agent", "id": obj.agent_id})
         elif isinstance(obj, Call):
             pending.append({"kind": "call", "uid": obj.uid})
 
@@ -95,10 +98,13 @@ def _messages(settings: Settings, channel: str, timeout: float) -> Iterator[Any]
     while True:
         try:
             pubsub = redis_connection(settings).pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(channel)
-            while True:
-                message = pubsub.get_message(timeout=timeout)
-                yield json.loads(message["data"]) if message else None
+            try:
+                pubsub.subscribe(channel)
+                while True:
+                    message = pubsub.get_message(timeout=timeout)
+                    yield json.loads(message["data"]) if message else None
+            finally:  # a closed page unsubscribes at once, not when collected
+                pubsub.close()
         except (RedisError, OSError) as exc:
             log.warning("bus unreachable (%s); polling", exc)
             time.sleep(timeout)

@@ -34,12 +34,9 @@ EVENT_TIMEOUT = 15.0
 
 
 @pytest.fixture
-def bus_on(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def bus_on(settings: Settings) -> None:
     """This process publishes its committed agent and call changes on the test's Redis, as every Hotline process does."""
     bus.install(settings)
-    # install() keeps the settings of its first call, and each test has a Redis of its own: until
-    # it takes the newest, point it at this test's.
-    monkeypatch.setitem(bus._installed, "settings", settings)
 
 
 @pytest.fixture

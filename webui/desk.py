@@ -27,7 +27,7 @@ from wtforms.validators import DataRequired, Length, Optional
 from config import Settings
 from models.agent import Agent, AgentState
 from models.agents import AgentStateError, agent_of, choose, end_wrap_up
-from models.call import Call
+from models.call import Call, CallState
 from models.calllog import call_by_uid, ticket_for_call
 from models.ticket import EventKind, Priority, Ticket, TicketEvent, TicketType, Urgency
 from models.ticketing import OPEN_STATUSES, change_ticket, default_priority
@@ -36,6 +36,7 @@ from models.user import Role, User
 from webui.db import get_db
 from webui.roles import restrict
 from webui.stream import Changes, event_stream, on_fresh_session
+from workers import bus
 
 bp = Blueprint("desk", __name__, url_prefix="/desk")
 restrict(bp, (Role.AGENT, Role.SUPERVISOR, Role.ADMIN))
@@ -58,6 +59,10 @@ def _label(member: Enum) -> str:
 class StateForm(FlaskForm):
     action = SelectField(choices=["ready", "pause", "wrap_up_done", "log_out"])
     reason = StringField(validators=[Optional(), Length(max=128)])
+
+
+class HoldForm(FlaskForm):
+    action = SelectField(choices=["hold", "resume"])
 
 
 class TicketForm(FlaskForm):
@@ -137,6 +142,25 @@ def save_ticket(uid: str) -> str | tuple[str, int] | Response:
         change_ticket(db, settings, ticket, current_user.id, **changes)
     db.commit()
     flash(_("Ticket %(number)s saved.", number=ticket.number))
+    return redirect(url_for("desk.index"))
+
+
+@bp.post("/calls/<uid>/hold")
+def hold(uid: str) -> Response:
+    """Hold or resume the call: asked of the ``hotline sip`` running it (the desk never speaks SIP)."""
+    form = HoldForm()
+    db = get_db()
+    call = call_by_uid(db, uid)
+    if call is None:
+        abort(404)
+    if not _may_edit(current_user, agent_of(db, current_user), call):
+        abort(403)
+    if not form.validate_on_submit():
+        flash(_("That request was not understood; try again."))
+    elif call.state not in (CallState.BRIDGED, CallState.ON_HOLD):
+        flash(_("The call is not connected to you."))
+    elif not bus.request_call(_settings(), uid, form.action.data):
+        flash(_("The call could not be reached; try again."))
     return redirect(url_for("desk.index"))
 
 

@@ -14,6 +14,7 @@ from models.ticketing import add_note
 from models.transcript import Channel, Transcript, TranscriptSegment, TranscriptState
 from models.user import Role
 from tests.webui.conftest import csrf_token, queue_caller
+from workers import bus
 
 
 def desk_token(client) -> str:
@@ -265,3 +266,29 @@ def test_the_stream_pops_the_card_when_the_phone_rings(logged_in, open_stream, d
         db.commit()
         assert text in stream.wait_for(lambda event: text in event["desk-transcript"])["desk-transcript"]
 
+
+
+# hold
+
+def test_the_hold_button_asks_the_sip_side_to_hold_the_call(logged_in, db, settings, hotline_queue):
+    call = ring(db, settings, hotline_queue)
+    take(db, call)
+    page = logged_in.get("/desk/").get_data(as_text=True)
+    assert 'data-action="hold"' in page and "保持" in page
+    requests = bus.call_requests(settings, timeout=0.1)
+    next(requests)  # subscribed: as a hotline sip process is
+    response = logged_in.post(f"/desk/calls/{call.uid}/hold", data={"action": "hold", "csrf_token": desk_token(logged_in)},
+                              follow_redirects=True)
+    assert response.status_code == 200
+    heard = next(r for r in requests if r is not None)
+    assert heard == {"uid": call.uid, "action": "hold"}
+    requests.close()
+
+
+def test_hold_is_refused_for_a_call_not_connected(logged_in, db, settings, hotline_queue):
+    call = ring(db, settings, hotline_queue)  # ringing, not bridged
+    response = logged_in.post(f"/desk/calls/{call.uid}/hold", data={"action": "hold", "csrf_token": desk_token(logged_in)},
+                              follow_redirects=True)
+    assert "该通话未与您接通" in response.get_data(as_text=True)
+    gone = logged_in.post("/desk/calls/nosuchcall/hold", data={"action": "hold", "csrf_token": desk_token(logged_in)})
+    assert gone.status_code == 404

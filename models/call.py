@@ -50,6 +50,12 @@ class CallOutcome(str, Enum):
     BUSY = "busy"
 
 
+class TransferKind(str, Enum):
+    OVERFLOW = "overflow"  # waited past the queue's maximum: moved to its overflow queue
+    BLIND = "blind"
+    ATTENDED = "attended"
+
+
 class HangupParty(str, Enum):
     CUSTOMER = "customer"
     AGENT = "agent"
@@ -83,8 +89,6 @@ class Call(Base):
     answered_at: Mapped[datetime | None]
     queued_at: Mapped[datetime | None]
     bridged_at: Mapped[datetime | None]
-    # Transfers to another agent or queue (the transfers issue); 0 for a call taken by one agent.
-    transfers: Mapped[int] = mapped_column(default=0, server_default="0")
     ended_at: Mapped[datetime | None]
     hangup_by: Mapped[HangupParty | None] = mapped_column(str_enum(HangupParty))
 
@@ -94,7 +98,23 @@ class Call(Base):
     agent: Mapped[User | None] = relationship()
     previous_call: Mapped[Call | None] = relationship(remote_side=[id])
     recordings: Mapped[list[Recording]] = relationship(back_populates="call", order_by="Recording.id")
+    transfers: Mapped[list[CallTransfer]] = relationship(back_populates="call", order_by="CallTransfer.id")
 
     @property
     def recording(self) -> Recording | None:
         return self.recordings[-1] if self.recordings else None
+
+
+class CallTransfer(Base):
+    """The call passed on: from a queue or agent to another (``from_``/``to`` name them), when and how."""
+
+    __tablename__ = "call_transfers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"), index=True)
+    kind: Mapped[TransferKind] = mapped_column(str_enum(TransferKind))
+    from_: Mapped[str] = mapped_column("from", String(128))
+    to: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    call: Mapped[Call] = relationship(back_populates="transfers")

@@ -32,12 +32,13 @@ from sqlalchemy.orm import Session
 from config import Settings
 from models.alarm import AlarmKind
 from models.base import utcnow
-from models.call import Call, CallDirection, CallOutcome, CallState, HangupParty
+from models.call import Call, CallDirection, CallOutcome, CallState, CallTransfer, HangupParty, TransferKind
 from models.calllog import (
     TRANSCRIBABLE, call_by_uid, close_recording, log_call, mark_bridged, mark_ended, mark_state, open_recording,
     raise_alarm, ticket_for_call, unfinished_recordings,
 )
 from models.db import session_scope
+from models.queue import Queue
 from models.recording import Recording, RecordingState
 from models.user import User
 from telephony.journal import Journal, JournalWriter
@@ -215,8 +216,13 @@ class CallEvents:
         if state is CallState.BRIDGED and report["agent_id"] is not None:
             mark_bridged(session, call, session.get_one(User, report["agent_id"]), at)
             return []
-        if report.get("queue_id") is not None:  # reports journaled before queues existed have none
-            call.queue_id = report["queue_id"]
+        queue_id = report.get("queue_id")  # reports journaled before queues existed have none
+        if queue_id is not None and queue_id != call.queue_id:
+            if call.queue is not None:  # queued again elsewhere: it overflowed
+                moved_to = session.get_one(Queue, queue_id)
+                session.add(CallTransfer(call=call, kind=TransferKind.OVERFLOW, from_=call.queue.name, to=moved_to.name,
+                                         at=at))
+            call.queue_id = queue_id
         mark_state(session, call, state, at)
         if state is CallState.QUEUED:
             ticket_for_call(session, self.settings, call, at=at)

@@ -95,17 +95,23 @@ def call_requests(settings: Settings, timeout: float = POLL_SECONDS) -> Iterator
 
 
 def _messages(settings: Settings, channel: str, timeout: float) -> Iterator[Any]:
+    outage = False
     while True:
         try:
             pubsub = redis_connection(settings).pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(channel)
+                if outage:
+                    log.info("bus reachable again")
+                    outage = False
                 while True:
                     message = pubsub.get_message(timeout=timeout)
                     yield json.loads(message["data"]) if message else None
             finally:  # a closed page unsubscribes at once, not when collected
                 pubsub.close()
         except (RedisError, OSError) as exc:
-            log.warning("bus unreachable (%s); polling", exc)
+            if not outage:  # once per outage: the listener retries every ``timeout`` seconds
+                log.warning("bus unreachable (%s); polling", exc)
+                outage = True
             time.sleep(timeout)
             yield None

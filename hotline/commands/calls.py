@@ -34,7 +34,7 @@ def call_as_dict(call: Call) -> dict[str, Any]:
         "agent_extension": call.agent.extension if call.agent else None,
         "bridged_at": _time(call.bridged_at),
         "wait_s": wait_seconds(call),
-        "transfers": call.transfers,
+        "transfers": [{"from": t.from_, "to": t.to, "at": _time(t.at), "kind": t.kind.value} for t in call.transfers],
         "recording": recording.path if recording else None,
         "ticket": call.ticket.number if call.ticket else None,
     }

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from config import Settings
 
 from models.queue import Queue
-from models.queues import QueueError, add_queue, all_queues, queue_named, set_queue, timers
+from models.queues import QueueError, add_queue, all_queues, parse_seconds, queue_named, set_queue, timers
 
 
 class Seconds(click.ParamType):
@@ -23,12 +23,10 @@ class Seconds(click.ParamType):
     name = "SECONDS"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float | None:
-        if value in ("", None):
-            return None
         try:
-            return float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+            return parse_seconds(None if value is None else str(value))  # click may pass a converted value again
+        except QueueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 def _queue_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -114,7 +112,7 @@ def queue_set(ctx: click.Context, name: str, **options: Any) -> None:
     with _queues(ctx) as session:
         found = queue_named(session, name)
         if found is None:
-            raise QueueError(f"no queue {name!r}")
+            raise QueueError("no queue %(name)r", name=name)
         summary = _line(queue_as_dict(set_queue(session, found, **_given(ctx, options)), _settings(ctx)))
     click.echo(f"changed queue {summary}")
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from config import Settings
 from hotline.cli import main
 from models.accounts import add_user
-from models.call import CallOutcome, CallState, HangupParty
+from models.call import CallOutcome, CallState, CallTransfer, HangupParty, TransferKind
 from models.calllog import (
     close_recording,
     log_inbound,
@@ -75,7 +75,7 @@ def test_json_lists_every_call_newest_first_with_all_fields(call_log: dict[str, 
     assert middle["outcome"] == "abandoned" and middle["hangup_by"] == "customer"
     assert middle["recording"] == "/recordings/b.wav" and middle["ticket"]
     assert middle["queue"] is None and middle["agent"] is None and middle["agent_extension"] is None
-    assert (middle["bridged_at"], middle["wait_s"], middle["transfers"]) == (None, None, 0)  # never queued
+    assert (middle["bridged_at"], middle["wait_s"], middle["transfers"]) == (None, None, [])  # never queued
     assert oldest["outcome"] == "cancelled" and oldest["callee"] == "1001" and oldest["recording"] is None
     assert oldest["ticket"] is None and oldest["answered_at"] is None
     assert newest["direction"] == "outbound" and newest["caller_id"] == "+8613800138003"
@@ -112,12 +112,14 @@ def desk(settings: Settings) -> None:
 
 
 def queued_call(settings: Settings, caller: str, *, queued: int, bridged: int | None = None, ended: int | None = None,
-                transfers: int = 0) -> int:
+                overflowed: bool = False) -> int:
     """A call queued to 呼叫中心 (then bridged to zhang, ended) so many seconds after MORNING."""
     with session_scope(settings) as session:
         call = log_inbound(session, settings, caller=caller, callee="1000", sip_call_id=caller, at=MORNING)
         call.queue = queue_named(session, "呼叫中心")
-        call.transfers = transfers
+        if overflowed:
+            call.transfers.append(CallTransfer(kind=TransferKind.OVERFLOW, from_="售后服务", to="呼叫中心",
+                                               at=MORNING + timedelta(seconds=queued - 1)))
         mark_state(session, call, CallState.QUEUED, MORNING + timedelta(seconds=queued))
         if bridged is not None:
             mark_bridged(session, call, session.scalar(select(User).where(User.username == "zhang")),
@@ -129,13 +131,15 @@ def queued_call(settings: Settings, caller: str, *, queued: int, bridged: int | 
 
 
 def test_a_queued_call_says_who_took_it_and_how_long_the_caller_waited(settings: Settings, desk: None) -> None:
-    taken = queued_call(settings, "13800138001", queued=5, bridged=47, ended=300, transfers=1)
+    taken = queued_call(settings, "13800138001", queued=5, bridged=47, ended=300, overflowed=True)
     gave_up = queued_call(settings, "13800138002", queued=3, ended=65)
     waiting = queued_call(settings, "13800138003", queued=4)
     rows = {row["id"]: row for row in list_calls()}
     assert all(set(row) == FIELDS for row in rows.values())
     assert (rows[taken]["queue"], rows[taken]["agent"], rows[taken]["agent_extension"]) == ("呼叫中心", "zhang", "1001")
     assert rows[taken]["bridged_at"] == "2026-03-02 01:00:47+00:00"
-    assert (rows[taken]["wait_s"], rows[taken]["transfers"]) == (42.0, 1)  # bridged - queued
+    assert rows[taken]["wait_s"] == 42.0  # bridged - queued
+    assert rows[taken]["transfers"] == [{"from": "售后服务", "to": "呼叫中心", "at": "2026-03-02 01:00:04+00:00",
+                                         "kind": "overflow"}]
     assert (rows[gave_up]["agent"], rows[gave_up]["bridged_at"], rows[gave_up]["wait_s"]) == (None, None, 62.0)
-    assert (rows[waiting]["wait_s"], rows[waiting]["ended_at"], rows[waiting]["transfers"]) == (None, None, 0)
+    assert (rows[waiting]["wait_s"], rows[waiting]["ended_at"], rows[waiting]["transfers"]) == (None, None, [])

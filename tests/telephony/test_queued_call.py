@@ -17,7 +17,7 @@ from config import Settings
 from models import agents as agent_rules
 from models.accounts import add_user
 from models.agent import Agent, AgentState
-from models.call import Call, CallOutcome, CallState, HangupParty
+from models.call import Call, CallOutcome, CallState, HangupParty, TransferKind
 from models.db import session_scope
 from models.queue import Queue
 from models.queues import add_queue, ensure_default_queue, set_queue
@@ -58,7 +58,7 @@ def calls(settings: Settings) -> list[Call]:
     with session_scope(settings) as session:
         rows = list(session.scalars(select(Call).order_by(Call.id)))
         for row in rows:
-            _ = row.agent, row.recordings, row.queue
+            _ = row.agent, row.recordings, row.queue, row.transfers
         return rows
 
 
@@ -368,6 +368,8 @@ def test_a_caller_waiting_past_the_maximum_overflows_to_the_next_queue(
     [call] = wait_ended(call_centre)
     assert call.queue.name == "售后服务" and call.agent.username == "wang"
     assert (call.bridged_at - call.queued_at).total_seconds() >= 3
+    [moved] = call.transfers
+    assert (moved.kind, moved.from_, moved.to) == (TransferKind.OVERFLOW, call_centre.queues.default_queue, "售后服务")
     # the agent hung up first: the caller heard the closing prompt (谢谢您的来电) before our BYE
     assert call.hangup_by is HangupParty.AGENT
     closing = pcm_samples(PromptLibrary(call_centre).closing())

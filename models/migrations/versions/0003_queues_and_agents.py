@@ -28,7 +28,18 @@ def upgrade() -> None:
         batch.add_column(sa.Column('max_wait_seconds', sa.Float(), nullable=True))
         batch.add_column(sa.Column('overflow_queue_id', sa.Integer(), nullable=True))
         batch.create_foreign_key(op.f('fk_queues_overflow_queue_id_queues'), 'queues', ['overflow_queue_id'], ['id'])
-    op.add_column('calls', sa.Column('transfers', sa.Integer(), server_default='0', nullable=False))
+    op.create_table(
+        'call_transfers',
+        sa.Column('id', sa.Integer(), nullable=False),
+        sa.Column('call_id', sa.Integer(), nullable=False),
+        sa.Column('kind', sa.String(length=32), nullable=False),
+        sa.Column('from', sa.String(length=128), nullable=False),
+        sa.Column('to', sa.String(length=128), nullable=False),
+        sa.Column('at', UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(['call_id'], ['calls.id'], name=op.f('fk_call_transfers_call_id_calls')),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_call_transfers')),
+    )
+    op.create_index(op.f('ix_call_transfers_call_id'), 'call_transfers', ['call_id'])
     op.create_table(
         'agents',
         sa.Column('id', sa.Integer(), nullable=False),
@@ -66,7 +77,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table('agent_events')
     op.drop_table('agents')
-    op.drop_column('calls', 'transfers')
+    op.drop_table('call_transfers')
     with op.batch_alter_table('queues') as batch:
         batch.drop_constraint(op.f('fk_queues_overflow_queue_id_queues'), type_='foreignkey')
         for column in reversed(QUEUE_COLUMNS):

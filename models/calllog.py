@@ -193,6 +193,11 @@ def raise_alarm(session: Session, kind: AlarmKind, message: str, *, call: Call |
     return alarm
 
 
+def unfinished_calls(session: Session) -> list[Call]:
+    """Calls not ended: at start-up, calls a killed process left (ringing, queued, with an agent)."""
+    return list(session.scalars(select(Call).where(Call.ended_at.is_(None)).order_by(Call.id)))
+
+
 def unfinished_recordings(session: Session) -> list[Recording]:
     """Recordings still marked as being written: their process died (repaired at start-up)."""
     return list(session.scalars(select(Recording).where(Recording.state == RecordingState.RECORDING)))

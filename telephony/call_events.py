@@ -35,7 +35,7 @@ from models.base import utcnow
 from models.call import Call, CallDirection, CallOutcome, CallState, CallTransfer, HangupParty, TransferKind
 from models.calllog import (
     TRANSCRIBABLE, call_by_uid, close_recording, log_call, mark_bridged, mark_ended, mark_state, open_recording,
-    raise_alarm, ticket_for_call, unfinished_recordings,
+    raise_alarm, ticket_for_call, unfinished_calls, unfinished_recordings,
 )
 from models.db import session_scope
 from models.queue import Queue
@@ -267,6 +267,12 @@ class CallEvents:
             self._report_repaired(recording, at)
         if found:
             log.info("repairing %d recordings a previous process left open", len(found))
+        sealed = {recording.call_id for recording in found}
+        left = [call for call in unfinished_calls(session) if call.id not in sealed]
+        for call in left:  # e.g. queued with a recording that had failed: no call stays stuck in a queue
+            self.ended(call.uid, outcome=CallOutcome.FAILED, hangup_by=HangupParty.SYSTEM, at=at)
+        if left:
+            log.info("ending %d calls a previous process left unfinished", len(left))
         return []
 
     def _report_repaired(self, recording: Recording, at: datetime) -> None:

@@ -233,6 +233,10 @@ def test_restart_repairs_the_recordings_a_killed_process_left_open(settings):
                        sip_call_id=call_uid)
         killed.state(call_uid, CallState.GREETING)
         killed.recording_opened(call_uid, str(recording), sample_rate=8000, channels=2)
+    unrecorded = new_call_uid()  # its WAV could not be created: queued with no recording open
+    killed.ringing(unrecorded, direction=CallDirection.INBOUND, caller="13800138001", callee="1000",
+                   sip_call_id=unrecorded)
+    killed.state(unrecorded, CallState.QUEUED)
     killed.stop(1)  # the process died mid-call: no closing, no end
 
     restarted = CallEvents(settings)
@@ -246,7 +250,7 @@ def test_restart_repairs_the_recordings_a_killed_process_left_open(settings):
         failed = session.scalar(select(Recording).join(Call).where(Call.uid == lost))
         assert failed.state is RecordingState.FAILED and failed.error.startswith("repair failed")
         assert [(c.state, c.outcome, c.hangup_by, c.ticket_id is not None) for c in session.scalars(select(Call))] == [
-            (CallState.ENDED, CallOutcome.FAILED, HangupParty.SYSTEM, True)] * 2
+            (CallState.ENDED, CallOutcome.FAILED, HangupParty.SYSTEM, True)] * 3  # none stays stuck in a queue
         [alarm] = session.scalars(select(Alarm)).all()
         assert alarm.call_id == failed.call_id and "gone.wav lost" in alarm.message
         repaired_id, live = repaired.id, sorted((r.id,) for r in session.scalars(select(Recording)))

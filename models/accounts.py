@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from models.agents import agent_of
+from models.queues import QueueError, check_skills
 from models.user import Role, User
 
 MIN_PASSWORD_LENGTH = 8
@@ -50,8 +51,12 @@ def add_user(
         raise AccountError(f"user {username!r} exists already")
     if extension and session.scalar(select(User).where(User.extension == extension)):
         raise AccountError(f"extension {extension} belongs to another user")
+    try:
+        checked_skills = check_skills(skills or [])
+    except QueueError as exc:
+        raise AccountError(str(exc)) from None
     user = User(username=username, display_name=display_name or username, role=role, extension=extension,
-                skills=list(skills or []))
+                skills=checked_skills)
     set_password(user, password, realm=realm)
     session.add(user)
     session.flush()

@@ -65,7 +65,7 @@ def parse_seconds(text: str | None) -> float | None:
     except ValueError:
         value = math.nan
     if not math.isfinite(value):
-        raise QueueError("%(value)r is not a number of seconds", value=text)
+        raise QueueError("'%(value)s' is not a number of seconds", value=text)
     return value
 
 
@@ -81,7 +81,7 @@ def check_numbers(numbers: Iterable[object]) -> list[str]:
     for number in numbers:
         text = str(number).strip()
         if not NUMBER.fullmatch(text):
-            raise QueueError("%(number)r is not a hotline number (digits, e.g. 1000)", field="numbers", number=text)
+            raise QueueError("'%(number)s' is not a hotline number (digits, e.g. 1000)", field="numbers", number=text)
         if text not in checked:
             checked.append(text)
     return checked
@@ -96,11 +96,12 @@ def check_skills(skills: Iterable[object]) -> list[str]:
         name, colon, level = str(skill).replace("：", ":").partition(":")
         name, level = name.strip(), level.strip()
         if not name:
-            raise QueueError("a skill needs a name, not %(skill)r", field="skills", skill=str(skill))
+            raise QueueError("a skill needs a name, not '%(skill)s'", field="skills", skill=str(skill))
         if colon and not SKILL_LEVEL.fullmatch(level):
-            raise QueueError("skill %(skill)r: the level is a whole number from 1 to 9", field="skills", skill=str(skill))
+            raise QueueError("skill '%(skill)s': the level is a whole number from 1 to 9", field="skills",
+                             skill=str(skill))
         if name in names:
-            raise QueueError("skill %(name)r is given twice", field="skills", name=name)
+            raise QueueError("skill '%(name)s' is given twice", field="skills", name=name)
         names.add(name)
         checked.append(f"{name}:{level}" if colon else name)
     return checked
@@ -108,7 +109,7 @@ def check_skills(skills: Iterable[object]) -> list[str]:
 
 def check_menu_key(key: str | None) -> str | None:
     if key is not None and (len(key) != 1 or key not in MENU_KEYS):
-        raise QueueError("menu key must be one digit 1-9, not %(key)r", field="menu_key", key=key)
+        raise QueueError("menu key must be one digit 1-9, not '%(key)s'", field="menu_key", key=key)
     return key
 
 
@@ -130,7 +131,7 @@ def check_name(name: str) -> str:
 def check_setting(field: str, value: Any) -> Any:
     """One setting of ``set_queue`` as it is stored, or QueueError naming the setting."""
     if not hasattr(Queue, field) or field in ("id", "name", "overflow_queue_id"):
-        raise QueueError("queues have no setting %(field)r", field=field)
+        raise QueueError("queues have no setting '%(field)s'", field=field)
     if field.endswith("_seconds"):
         return check_seconds(field, value)
     if field in ("display_name", "language"):
@@ -152,7 +153,7 @@ def all_queues(session: Session) -> list[Queue]:
 def add_queue(session: Session, name: str, **fields: object) -> Queue:
     check_name(name)
     if queue_named(session, name) is not None:
-        raise QueueError("queue %(name)r exists already", field="name", name=name)
+        raise QueueError("queue '%(name)s' exists already", field="name", name=name)
     queue = Queue(name=name, display_name=name, numbers=[], skills=[])
     session.add(queue)
     set_queue(session, queue, **fields)
@@ -175,7 +176,7 @@ def _overflow_target(session: Session, queue: Queue, name: str) -> Queue | None:
         return None
     target = queue_named(session, name)
     if target is None:
-        raise QueueError("no queue %(name)r to overflow to", field="overflow", name=name)
+        raise QueueError("no queue '%(name)s' to overflow to", field="overflow", name=name)
     if target is queue:
         raise QueueError("a queue cannot overflow to itself", field="overflow")
     return target
@@ -188,10 +189,10 @@ def _check_menu_keys(session: Session, queue: Queue) -> None:
             continue
         shared = ", ".join(sorted(set(other.numbers) & set(queue.numbers)))
         if shared and queue.menu_key:
-            raise QueueError("queue %(other)r already has menu key %(key)s on %(numbers)s", field="menu_key",
+            raise QueueError("queue '%(other)s' already has menu key %(key)s on %(numbers)s", field="menu_key",
                              other=other.name, key=queue.menu_key, numbers=shared)
         if shared:
-            raise QueueError("queue %(other)r already has the default (no menu key) on %(numbers)s", field="menu_key",
+            raise QueueError("queue '%(other)s' already has the default (no menu key) on %(numbers)s", field="menu_key",
                              other=other.name, numbers=shared)
 
 
@@ -202,7 +203,7 @@ def assign_agent(session: Session, agent: Agent, *, skills: Iterable[object], qu
     known = {queue.name for queue in all_queues(session)}
     for name in names:
         if name not in known:
-            raise QueueError("no queue %(name)r", field="queues", name=name)
+            raise QueueError("no queue '%(name)s'", field="queues", name=name)
     agent.user.skills = checked
     agent.queues = names  # the agent's row changes, so the bus wakes the distributors to look again
     session.flush()

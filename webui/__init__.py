@@ -1,4 +1,4 @@
-"""The web UI: a Flask app factory with one blueprint per resource (auth, calls, tickets, desk, wallboard)."""
+"""The web UI: a Flask app factory with one blueprint per resource (auth, calls, tickets, desk, wallboard, admin)."""
 
 from __future__ import annotations
 
@@ -37,13 +37,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     zone = ZoneInfo(settings.general.timezone)
     app.jinja_env.filters["localtime"] = lambda moment, fmt="%Y-%m-%d %H:%M:%S": moment.astimezone(zone).strftime(fmt)
 
-    from webui import auth, calls, desk, tickets, wallboard
+    from webui import admin, auth, calls, desk, tickets, wallboard
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(calls.bp)
     app.register_blueprint(tickets.bp)
     app.register_blueprint(desk.bp)
     app.register_blueprint(wallboard.bp)
+    app.register_blueprint(admin.bp)
     app.add_url_rule("/", endpoint="index", view_func=calls.index)
     app.add_url_rule("/healthz", endpoint="healthz", view_func=lambda: {"status": "ok"})
     app.teardown_appcontext(_close_db)

@@ -112,7 +112,7 @@ def queue_set(ctx: click.Context, name: str, **options: Any) -> None:
     with _queues(ctx) as session:
         found = queue_named(session, name)
         if found is None:
-            raise QueueError("no queue %(name)r", name=name)
+            raise QueueError("no queue '%(name)s'", name=name)
         summary = _line(queue_as_dict(set_queue(session, found, **_given(ctx, options)), _settings(ctx)))
     click.echo(f"changed queue {summary}")
 

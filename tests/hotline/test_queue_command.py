@@ -88,6 +88,9 @@ def test_empty_values_clear_overflow_menu_key_language_and_timers(cli):
     (("queue", "set", "呼叫中心", "--overflow", "投诉"), "Error: no queue '投诉' to overflow to"),
     (("queue", "set", "呼叫中心", "--menu-key", "0"), "Error: menu key must be one digit 1-9, not '0'"),
     (("queue", "set", "呼叫中心", "--wrap-up", "-5"), "Error: wrap_up_seconds must not be negative"),
+    (("queue", "set", "呼叫中心", "--number", "10-00"), "Error: '10-00' is not a hotline number (digits, e.g. 1000)"),
+    (("queue", "set", "呼叫中心", "--skill", "粤语:10"),
+     "Error: skill '粤语:10': the level is a whole number from 1 to 9"),
 ])
 def test_rule_errors_are_one_line_and_exit_1_changing_nothing(cli, args, message):
     assert hotline(cli, "queue", "add", "呼叫中心", "--number", "1000", "--wrap-up", "12").exit_code == 0
@@ -96,9 +99,10 @@ def test_rule_errors_are_one_line_and_exit_1_changing_nothing(cli, args, message
     assert list(listed(cli)) == ["呼叫中心"] and listed(cli)["呼叫中心"]["wrap_up_s"] == 12.0
 
 
-def test_seconds_must_be_numbers(cli):
-    result = hotline(cli, "queue", "add", "呼叫中心", "--ring-timeout", "soon")
-    assert result.exit_code == 2 and "'soon' is not a number of seconds" in result.output
+@pytest.mark.parametrize("seconds", ["soon", "inf", "nan"])
+def test_seconds_must_be_finite_numbers(cli, seconds):
+    result = hotline(cli, "queue", "add", "呼叫中心", "--ring-timeout", seconds)
+    assert result.exit_code == 2 and f"'{seconds}' is not a number of seconds" in result.output
 
 
 def test_no_queues_yet(cli):

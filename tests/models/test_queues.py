@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from models.accounts import add_user
+from models.agents import agent_named
 from models.queues import (
-    QueueError, add_queue, all_queues, ensure_default_queue, menu_choices, queue_named, queues_of_number, route,
-    set_queue, timers,
+    QueueError, add_queue, all_queues, assign_agent, check_skills, ensure_default_queue, menu_choices, parse_seconds,
+    queue_named, queues_of_number, route, set_queue, timers,
 )
+from models.user import Role
 
 
 def test_add_a_queue_with_its_settings(db, settings):
@@ -119,3 +122,71 @@ def test_the_default_queue_is_created_once_on_the_first_hotline_number(db, setti
 def test_no_default_queue_where_queues_exist(db, settings):
     add_queue(db, "技术支持", numbers=["1000"])
     assert ensure_default_queue(db, settings) is None and [q.name for q in all_queues(db)] == ["技术支持"]
+
+
+# the settings one by one (shared with the web UI's admin pages)
+
+@pytest.mark.parametrize("number", ["10-00", "一千", "", "1000 1001", "+"])
+def test_a_hotline_number_is_digits(db, settings, number):
+    with pytest.raises(QueueError, match="is not a hotline number") as refused:
+        add_queue(db, "技术支持", numbers=[number])
+    assert refused.value.field == "numbers"
+
+
+def test_numbers_are_kept_once_in_the_order_given(db, settings):
+    queue = add_queue(db, "技术支持", numbers=["1001", " 1000", "1001", "+861012345"])
+    assert queue.numbers == ["1001", "1000", "+861012345"]
+
+
+@pytest.mark.parametrize("skill", ["粤语:0", "粤语:10", "粤语:2.5", "粤语:高", "粤语:"])
+def test_a_skill_level_is_a_whole_number_from_1_to_9(db, settings, skill):
+    with pytest.raises(QueueError, match=f"skill '{skill}': the level is a whole number from 1 to 9"):
+        add_queue(db, "粤语", skills=[skill])
+
+
+def test_skills_are_named_once_and_written_plainly():
+    assert check_skills([" 粤语 ： 3", "空调"]) == ["粤语:3", "空调"]  # the full-width colon of a Chinese keyboard
+    with pytest.raises(QueueError, match="a skill needs a name, not ':3'"):
+        check_skills([":3"])
+    with pytest.raises(QueueError, match="skill '空调' is given twice"):
+        check_skills(["空调", "空调:2"])
+
+
+@pytest.mark.parametrize("text, seconds", [(None, None), ("", None), ("  ", None), ("20", 20.0), ("0.5", 0.5),
+                                           ("-5", -5.0)])
+def test_seconds_as_typed(text, seconds):
+    assert parse_seconds(text) == seconds  # the sign is set_queue's to refuse, naming the setting
+
+
+@pytest.mark.parametrize("text", ["soon", "inf", "nan", "1e999"])
+def test_seconds_are_finite_numbers(text):
+    with pytest.raises(QueueError, match=f"'{text}' is not a number of seconds"):
+        parse_seconds(text)
+
+
+def test_names_and_texts_fit_their_columns(db, settings):
+    with pytest.raises(QueueError, match="name has at most 64 characters"):
+        add_queue(db, "长" * 65)
+    with pytest.raises(QueueError, match="language has at most 16 characters"):
+        add_queue(db, "粤语", language="x" * 17)
+
+
+def test_an_error_names_its_setting_and_keeps_its_template(db, settings):
+    add_queue(db, "技术支持")
+    with pytest.raises(QueueError) as refused:
+        add_queue(db, "技术支持")
+    assert (refused.value.template, refused.value.field, refused.value.params["name"]) == \
+        ("queue '%(name)s' exists already", "name", "技术支持")
+
+
+def test_assign_an_agent_their_skills_and_queues(db, settings):
+    add_user(db, "zhang", Role.AGENT, "agent-pass-1", realm=settings.sip.realm, extension="1001")
+    agent = agent_named(db, "zhang")
+    add_queue(db, "粤语", skills=["粤语:2"])
+    assign_agent(db, agent, skills=["粤语：3", "空调"], queues=["粤语", "粤语"])
+    assert (agent.user.skills, agent.queues) == (["粤语:3", "空调"], ["粤语"])
+    with pytest.raises(QueueError, match="no queue '投诉'"):
+        assign_agent(db, agent, skills=[], queues=["投诉"])
+    with pytest.raises(QueueError, match="the level is a whole number"):
+        assign_agent(db, agent, skills=["粤语:0"], queues=[])
+    assert (agent.user.skills, agent.queues) == (["粤语:3", "空调"], ["粤语"])  # refused: unchanged

@@ -62,6 +62,11 @@ def agent_named(session: Session, username: str) -> Agent | None:
     return agent_of(session, user) if user is not None else None
 
 
+def agent_on_extension(session: Session, extension: str) -> Agent | None:
+    user = session.scalar(select(User).where(User.extension == extension))
+    return agent_of(session, user) if user is not None else None
+
+
 def agent_for_call(session: Session, call_uid: str) -> Agent | None:
     return session.scalar(select(Agent).where(Agent.call_uid == call_uid))
 

@@ -16,7 +16,7 @@ from config import Settings
 from models.alarm import Alarm, AlarmKind
 from models.audit import acting_as
 from models.base import utcnow
-from models.call import Call, CallDirection, CallOutcome, CallState, HangupParty, new_call_uid
+from models.call import Call, CallDirection, CallOutcome, CallState, CallTransfer, HangupParty, TransferKind, new_call_uid
 from models.directory import customer_for_number
 from models.phone import normalize
 from models.recording import Recording, RecordingState
@@ -175,6 +175,24 @@ def ticket_for_call(session: Session, settings: Settings, call: Call, at: dateti
                             data={"call_id": call.id}))
     session.flush()
     return ticket
+
+
+def record_transfer(session: Session, call: Call, kind: TransferKind, from_: str, to: str,
+                    at: datetime | None = None) -> CallTransfer:
+    """The call passed on (once per call, kind, target and time): on the call and on its ticket's trail."""
+    at = at or utcnow()
+    done = session.scalar(select(CallTransfer).where(CallTransfer.call_id == call.id, CallTransfer.kind == kind,
+                                                     CallTransfer.to == to, CallTransfer.at == at))
+    if done is not None:
+        return done
+    transfer = CallTransfer(call=call, kind=kind, from_=from_, to=to, at=at)
+    session.add(transfer)
+    if call.ticket is not None:
+        session.add(TicketEvent(ticket=call.ticket, at=at, kind=EventKind.TRANSFERRED,
+                                text=f"转接 {from_} → {to} ({kind.value})",
+                                data={"call_id": call.id, "from": from_, "to": to, "kind": kind.value}))
+    session.flush()
+    return transfer
 
 
 def raise_alarm(session: Session, kind: AlarmKind, message: str, *, call: Call | None = None,

@@ -52,6 +52,7 @@ class EventKind(str, Enum):
     CALL_LINKED = "call_linked"
     ESCALATED = "escalated"
     TRANSCRIPT = "transcript"
+    TRANSFERRED = "transferred"  # the call was passed to another agent or queue (转接)
 
 
 class Ticket(Base):

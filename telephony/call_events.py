@@ -32,13 +32,12 @@ from sqlalchemy.orm import Session
 from config import Settings
 from models.alarm import AlarmKind
 from models.base import utcnow
-from models.call import Call, CallDirection, CallOutcome, CallState, CallTransfer, HangupParty, TransferKind
+from models.call import Call, CallDirection, CallOutcome, CallState, HangupParty, TransferKind
 from models.calllog import (
     TRANSCRIBABLE, call_by_uid, close_recording, log_call, mark_bridged, mark_ended, mark_state, open_recording,
-    raise_alarm, ticket_for_call, unfinished_calls, unfinished_recordings,
+    raise_alarm, record_transfer, ticket_for_call, unfinished_calls, unfinished_recordings,
 )
 from models.db import session_scope
-from models.queue import Queue
 from models.recording import Recording, RecordingState
 from models.user import User
 from telephony.journal import Journal, JournalWriter
@@ -56,6 +55,7 @@ WAV_HEADER_BYTES = 44
 class CallEvent(str, Enum):
     RINGING = "ringing"
     STATE = "state"
+    TRANSFERRED = "transferred"
     RECORDING_OPENED = "recording_opened"
     RECORDING_CLOSED = "recording_closed"
     ALARM = "alarm"
@@ -98,6 +98,7 @@ class CallEvents:
         self._appliers: dict[CallEvent, Callable[[Session, dict[str, Any], datetime], Jobs]] = {
             CallEvent.RINGING: self._apply_ringing,
             CallEvent.STATE: self._apply_state,
+            CallEvent.TRANSFERRED: self._apply_transferred,
             CallEvent.RECORDING_OPENED: self._apply_recording_opened,
             CallEvent.RECORDING_CLOSED: self._apply_recording_closed,
             CallEvent.ALARM: self._apply_alarm,
@@ -148,6 +149,12 @@ class CallEvents:
         screen pops it the moment their phone rings.
         """
         self._report(CallEvent.STATE, uid, at, state=CallState(state).value, agent_id=agent_id, queue_id=queue_id)
+
+    def transferred(self, uid: str, kind: TransferKind, from_: str, to: str, *, agent_id: int | None = None,
+                    at: datetime | None = None) -> None:
+        """The call passed from ``from_`` to ``to`` (agent or queue names); ``agent_id``: the agent who has it now."""
+        self._report(CallEvent.TRANSFERRED, uid, at, kind=TransferKind(kind).value, from_=from_, to=to,
+                     agent_id=agent_id)
 
     def recording_opened(self, uid: str, path: str, *, sample_rate: int, channels: int,
                          at: datetime | None = None) -> None:
@@ -218,14 +225,17 @@ class CallEvents:
             return []
         queue_id = report.get("queue_id")  # reports journaled before queues existed have none
         if queue_id is not None and queue_id != call.queue_id:
-            if call.queue is not None:  # queued again elsewhere: it overflowed
-                moved_to = session.get_one(Queue, queue_id)
-                session.add(CallTransfer(call=call, kind=TransferKind.OVERFLOW, from_=call.queue.name, to=moved_to.name,
-                                         at=at))
             call.queue_id = queue_id
         mark_state(session, call, state, at)
         if state is CallState.QUEUED:
             ticket_for_call(session, self.settings, call, at=at)
+        return []
+
+    def _apply_transferred(self, session: Session, report: dict[str, Any], at: datetime) -> Jobs:
+        call = _call(session, report["uid"])
+        record_transfer(session, call, TransferKind(report["kind"]), report["from_"], report["to"], at)
+        if report["agent_id"] is not None:  # the new agent serves the caller now; the owner stays (首问负责制)
+            mark_bridged(session, call, session.get_one(User, report["agent_id"]), at)
         return []
 
     def _apply_recording_opened(self, session: Session, report: dict[str, Any], at: datetime) -> Jobs:

@@ -31,7 +31,7 @@ from models import agents as agent_rules
 from models.agent import Agent, AgentState
 from models.db import session_scope
 from models.queue import Queue
-from models.queues import QueueTimers, all_queues, ensure_default_queue, timers
+from models.queues import QueueTimers, all_queues, ensure_default_queue, route, timers
 from models.wait import estimate_wait, recent_handle_seconds
 from workers import bus
 
@@ -41,6 +41,7 @@ TICK = 0.5
 QUEUES_REFRESH_SECONDS = 5.0
 WATCHDOG_SECONDS = 10.0
 STOP_TIMEOUT = 10.0
+CLAIM_TIMEOUT = 5.0
 STAFFED = {AgentState.AVAILABLE, AgentState.RINGING, AgentState.ON_CALL, AgentState.WRAP_UP}
 
 
@@ -70,12 +71,14 @@ class Offer:
 
 @dataclass(eq=False)
 class WaitingCall:
-    """A caller in a queue. ``offered`` is set when an agent is claimed for them."""
+    """A caller in a queue. ``since`` orders the callers (first come, first served), ``queued`` times the
+    wait in this queue; ``offered`` is set when an agent is claimed for them."""
 
     uid: str
     caller: str
     queue: QueueInfo
     since: float = field(default_factory=time.monotonic)
+    queued: float = field(default_factory=time.monotonic)
     offer: Offer | None = None
     offered: threading.Event = field(default_factory=threading.Event)
 
@@ -140,16 +143,42 @@ class Distributor:
     def queue_by_id(self, queue_id: int | None) -> QueueInfo | None:
         return next((queue for queue in self._queues if queue.id == queue_id), None)
 
-    def enqueue(self, uid: str, caller: str, queue: QueueInfo) -> WaitingCall:
+    def queue_named_by(self, target: str) -> QueueInfo | None:
+        """The queue a transfer target names: one of its numbers (its default queue) or its name."""
+        by_number = [queue for queue in self._queues if target in queue.numbers]
+        return route(by_number, None) if by_number else next((q for q in self._queues if q.name == target), None)
+
+    def claim(self, extension: str, call_uid: str, timeout: float = CLAIM_TIMEOUT) -> Offer | None:
+        """Claim the agent on ``extension`` for a transfer, if available; None if not (or no answer in time)."""
+        claimed: list[Offer] = []
+        done = threading.Event()
+
+        def claim_agent(session: Session) -> None:
+            try:
+                agent = agent_rules.agent_on_extension(session, extension)
+                if agent is not None and agent_rules.offer(session, agent, call_uid, source="transfer"):
+                    claimed.append(self._offer_of(agent, call_uid))
+            finally:
+                done.set()
+
+        self._command(claim_agent)
+        done.wait(timeout)
+        return claimed[0] if claimed else None
+
+    def enqueue(self, uid: str, caller: str, queue: QueueInfo, *, at_head: bool = False) -> WaitingCall:
+        """Queue a caller, last or (a transferred caller, served already) first."""
         waiting = WaitingCall(uid, caller, queue)
         with self._lock:
+            if at_head:
+                waiting.since = min((w.since for w in self._waiting), default=waiting.since) - 0.001
             self._waiting.append(waiting)
         self._wake.set()
         return waiting
 
     def move(self, waiting: WaitingCall, queue: QueueInfo) -> None:
-        """Overflow: the caller waits in ``queue`` now, keeping how long they have waited."""
+        """Overflow: the caller waits in ``queue`` now, keeping their place among the callers."""
         waiting.queue = queue
+        waiting.queued = time.monotonic()
         self._wake.set()
 
     def leave(self, waiting: WaitingCall) -> None:
@@ -305,10 +334,14 @@ class Distributor:
                         self._give(call, agent)
                         break
 
+    def _offer_of(self, agent: Agent, call_uid: str) -> Offer:
+        user = agent.user
+        assert user.extension is not None  # only agents with an extension are available
+        return Offer(agent.id, user.username, user.id, user.extension, call_uid)
+
     def _give(self, call: WaitingCall, agent: Agent) -> None:
         user = agent.user
-        assert user.extension is not None  # available_for offers only agents with an extension
-        call.offer = Offer(agent.id, user.username, user.id, user.extension, call.uid)
+        call.offer = self._offer_of(agent, call.uid)
         with self._lock:
             gone = call not in self._waiting
         if gone:  # hung up while we claimed: give the agent back at once

@@ -15,9 +15,10 @@ import threading
 import time
 
 from config import Settings
-from models.call import CallOutcome, CallState, HangupParty
+from models.call import CallOutcome, CallState, HangupParty, TransferKind
 from models.wait import spoken_minutes
 from telephony import sip
+from telephony.sip.message import user_of
 from telephony.agent_call import AgentCall, Ring
 from telephony.call_events import CallEvents
 from telephony.call_media import WATCH_INTERVAL, CallMedia
@@ -46,28 +47,40 @@ class QueuedCall:
         self.dialog = dialog
         self.call_media = call_media
         self.held_from_desk = False  # set by a hold request from the agent desk (``request``)
+        self.transfer_to: str | None = None  # an extension, a queue's number or name: set by REFER or the desk
+        self.referred = False  # the transfer was asked by REFER: the agent's phone is told how it goes
+        self.waiting: WaitingCall | None = None
 
-    def request(self, action: str) -> None:
-        """A request from the web UI for this call: ``hold`` or ``resume`` (applied by the call's thread)."""
+    def request(self, action: str, target: str = "") -> None:
+        """A request from the web UI: ``hold``, ``resume`` or ``transfer`` to ``target`` (the call's thread acts)."""
         if action in ("hold", "resume"):
             self.held_from_desk = action == "hold"
+        elif action == "transfer" and target:
+            self.transfer_to = target
         else:
             log.warning("call %s: unknown request %r ignored", self.uid, action)
 
     def run(self, queue: QueueInfo, stop: threading.Event) -> Ending:
-        self.events.state(self.uid, CallState.QUEUED, queue_id=queue.id)
-        waiting = self.distributor.enqueue(self.uid, self.dialog.caller, queue)
+        self._queue(queue)
         try:
-            return self._wait(waiting, stop)
+            return self._wait(stop)
         finally:
-            self.distributor.leave(waiting)
+            if self.waiting is not None:
+                self.distributor.leave(self.waiting)
             self.call_media.leg.stop_loop()
 
-    def _wait(self, waiting: WaitingCall, stop: threading.Event) -> Ending:
+    def _queue(self, queue: QueueInfo, *, at_head: bool = False) -> None:
+        """Wait in ``queue``; a caller transferred there (``at_head``) is served next."""
+        self.events.state(self.uid, CallState.QUEUED, queue_id=queue.id)
+        self.waiting = self.distributor.enqueue(self.uid, self.dialog.caller, queue, at_head=at_head)
+
+    def _wait(self, stop: threading.Event) -> Ending:
         leg, dialog = self.call_media.leg, self.dialog
         leg.loop(self.prompts.hold_music())
         next_announcement = time.monotonic()
         while not dialog.ended.wait(WATCH_INTERVAL):
+            waiting = self.waiting
+            assert waiting is not None
             if waiting.offered.is_set():
                 offer = waiting.take_offer()
                 ending = self._ring(offer, waiting, stop) if offer is not None else None
@@ -91,13 +104,14 @@ class QueuedCall:
 
     def _overflow(self, waiting: WaitingCall) -> None:
         timers = waiting.queue.timers
-        if not timers.max_wait or time.monotonic() - waiting.since < timers.max_wait:
+        if not timers.max_wait or time.monotonic() - waiting.queued < timers.max_wait:
             return
         target = self.distributor.queue_by_id(waiting.queue.overflow_id)
         if target is None:
             return  # no overflow queue: the caller stays (virtual hold comes with the transfers issue)
-        log.info("call %s waited %.0f s in %s: overflows to %s", self.uid, time.monotonic() - waiting.since,
+        log.info("call %s waited %.0f s in %s: overflows to %s", self.uid, time.monotonic() - waiting.queued,
                  waiting.queue.name, target.name)
+        self.events.transferred(self.uid, TransferKind.OVERFLOW, waiting.queue.name, target.name)
         self.distributor.move(waiting, target)
         self.events.state(self.uid, CallState.QUEUED, queue_id=target.id)
 
@@ -109,32 +123,55 @@ class QueuedCall:
                  time.monotonic() - agent.rang_at)
         if ring is Ring.ANSWERED:
             self.distributor.leave(waiting)
+            self.waiting = None
             self.distributor.answered(offer)
-            try:
-                return self._talk(agent, stop)
-            finally:
-                agent.close(self.call_media.leg)
-                self.distributor.finished(offer, waiting.queue.timers.wrap_up)
+            return self._serve(agent, waiting, stop)
         agent.close()
+        self._unanswered(ring, offer, waiting)
+        return (CallOutcome.ABANDONED, HangupParty.CUSTOMER) if ring is Ring.CALLER_GONE else None
+
+    def _unanswered(self, ring: Ring, offer: Offer, waiting: WaitingCall | None) -> None:
+        """The agent's ring ended without an answer: the agent freed, paused or logged out."""
         if ring is Ring.CALLER_GONE:
             self.distributor.released(offer)
-            return CallOutcome.ABANDONED, HangupParty.CUSTOMER
-        if ring is Ring.UNREACHABLE:
+        elif ring is Ring.UNREACHABLE:
             self.distributor.unreachable(offer, waiting)
         else:
             self.distributor.missed(offer, waiting)
-        return None
 
-    def _talk(self, agent: AgentCall, stop: threading.Event) -> Ending:
-        """Bridged until one side hangs up (or we shut down); on hold while the phone or the desk says so."""
+    def _serve(self, agent: AgentCall, waiting: WaitingCall, stop: threading.Event) -> Ending | None:
+        """The caller with ``agent``, then with whoever they are transferred to; None: queued again."""
+        while True:
+            try:
+                ending = self._talk(agent, stop)
+            except BaseException:
+                self._let_go(agent, waiting)
+                raise
+            if ending is not None:
+                self._let_go(agent, waiting)
+                return ending
+            next_agent = self._transfer(agent, waiting)
+            if next_agent is None:
+                return None  # queued again, at the head
+            agent = next_agent
+
+    def _let_go(self, agent: AgentCall, waiting: WaitingCall) -> None:
+        agent.close(self.call_media.leg)
+        self.distributor.finished(agent.offer, waiting.queue.timers.wrap_up)
+
+    def _talk(self, agent: AgentCall, stop: threading.Event) -> Ending | None:
+        """Bridged until one side hangs up (or we shut down), or a transfer is asked (None)."""
         leg, dialog = self.call_media.leg, self.dialog
         agent_dialog = agent.dialog
         assert agent_dialog is not None
         leg.stop_playback()
         agent.bridge(leg)
+        agent_dialog.on_refer = self._referred
         self.events.state(self.uid, CallState.BRIDGED, agent_id=agent.offer.user_id)
         held = False
         while not dialog.ended.wait(WATCH_INTERVAL):
+            if self.transfer_to is not None:
+                return None
             if agent_dialog.ended.is_set():
                 self.engine.unbridge(leg)
                 return self._close(CallOutcome.COMPLETED, HangupParty.AGENT)
@@ -148,6 +185,60 @@ class QueuedCall:
                 self.events.state(self.uid, CallState.ON_HOLD if held else CallState.BRIDGED)
         agent.hangup()
         return CallOutcome.COMPLETED, HangupParty.CUSTOMER
+
+    def _referred(self, _dialog: sip.Dialog, target: str) -> bool:
+        """The agent's phone asks for a blind transfer (REFER): taken by the call's thread."""
+        self.transfer_to = user_of(target) or target
+        self.referred = True
+        return True
+
+    def _transfer(self, agent: AgentCall, waiting: WaitingCall) -> AgentCall | None:
+        """Blind transfer (转接): the caller hears music while the target rings.
+
+        To a queue (its number or name): queued again at the head, the first agent let go. To an
+        agent's extension: they ring; on their answer the first agent is let go; a failed transfer
+        comes back to the first agent, or (if they have hung up) to the queue at the head.
+        """
+        target, self.transfer_to = self.transfer_to or "", None
+        referred, self.referred = self.referred, False
+
+        def notify(status: int) -> None:
+            if referred and agent.dialog is not None:
+                agent.dialog.notify_refer(status)
+
+        leg = self.call_media.leg
+        agent.hold(leg, True, self.prompts.hold_music())
+        self.events.state(self.uid, CallState.ON_HOLD)
+        log.info("call %s: %s transfers to %s", self.uid, agent.offer.username, target)
+        queue = self.distributor.queue_named_by(target)
+        if queue is not None:
+            notify(200)
+            self._let_go(agent, waiting)
+            self.events.transferred(self.uid, TransferKind.BLIND, agent.offer.username, queue.name)
+            self._queue(queue, at_head=True)  # they had been served already
+            return None
+        offer = self.distributor.claim(target, self.uid)
+        ring = Ring.MISSED
+        if offer is not None:
+            next_agent = AgentCall(self.settings, self.endpoint, self.engine, offer)
+            ring = next_agent.ring(self.dialog.caller, self.dialog, waiting.queue.timers.ring_timeout)
+            if ring is Ring.ANSWERED:
+                notify(200)
+                self._let_go(agent, waiting)
+                self.distributor.answered(offer)
+                self.events.transferred(self.uid, TransferKind.BLIND, agent.offer.username, offer.username,
+                                        agent_id=offer.user_id)
+                return next_agent
+            next_agent.close()
+            self._unanswered(ring, offer, None)
+        log.info("call %s: transfer to %s failed (%s)", self.uid, target, ring.value if offer else "not available")
+        notify(480 if offer is None else 486)
+        if agent.dialog is not None and not agent.dialog.ended.is_set():
+            agent.hold(leg, False, b"")
+            return agent
+        self._let_go(agent, waiting)
+        self._queue(waiting.queue, at_head=True)
+        return None
 
     def _close(self, outcome: CallOutcome, party: HangupParty = HangupParty.SYSTEM) -> Ending:
         """The closing prompt (谢谢您的来电), then BYE."""

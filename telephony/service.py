@@ -168,7 +168,7 @@ class HotlineService:
     # calls
 
     def _take_call_requests(self) -> None:
-        """Requests of the web UI for calls this process runs (the desk's hold button)."""
+        """Requests of the web UI for calls this process runs (the desk's hold and transfer buttons)."""
         for request in bus.call_requests(self.settings):
             if self._stopping.is_set():
                 return
@@ -176,7 +176,7 @@ class HotlineService:
                 continue
             call = self.inbound.queued.get(str(request.get("uid")))
             if call is not None:
-                call.request(str(request.get("action")))
+                call.request(str(request.get("action")), str(request.get("target") or ""))
 
     def _on_invite(self, dialog: sip.Dialog) -> None:
         """Runs on the SIP thread: hand the call to a thread of its own."""

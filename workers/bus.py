@@ -70,10 +70,14 @@ def publish(settings: Settings, changes: list[dict[str, Any]]) -> None:
         log.warning("cannot publish %d changes on the bus (%s); listeners will poll", len(changes), exc)
 
 
-def request_call(settings: Settings, call_uid: str, action: str) -> bool:
-    """Ask the ``hotline sip`` running call ``call_uid`` to ``action`` it; False if no process heard it."""
+def request_call(settings: Settings, call_uid: str, action: str, target: str = "") -> bool:
+    """Ask the ``hotline sip`` running call ``call_uid`` to ``action`` it (hold, resume, transfer to ``target``).
+
+    False if no process heard it.
+    """
+    request = {"uid": call_uid, "action": action, "target": target}
     try:
-        heard = redis_connection(settings).publish(CALL_REQUESTS, json.dumps({"uid": call_uid, "action": action}))
+        heard = redis_connection(settings).publish(CALL_REQUESTS, json.dumps(request))
     except (RedisError, OSError) as exc:
         log.warning("cannot ask for %s of call %s (%s)", action, call_uid, exc)
         return False
@@ -90,7 +94,7 @@ def changes(settings: Settings, timeout: float = POLL_SECONDS) -> Iterator[list[
 
 
 def call_requests(settings: Settings, timeout: float = POLL_SECONDS) -> Iterator[dict[str, Any] | None]:
-    """Requests for live calls (``{"uid", "action"}``) as they come; None after ``timeout`` s of quiet."""
+    """Requests for live calls (``{"uid", "action", "target"}``) as they come; None after ``timeout`` s of quiet."""
     yield from _messages(settings, CALL_REQUESTS, timeout)
 
 

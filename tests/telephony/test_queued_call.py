@@ -20,6 +20,7 @@ from models.agent import Agent, AgentState
 from models.call import Call, CallOutcome, CallState, HangupParty, TransferKind
 from models.db import session_scope
 from models.queue import Queue
+from models.ticket import EventKind
 from models.queues import add_queue, ensure_default_queue, set_queue
 from models.user import Role
 from telephony.service import HotlineService
@@ -375,3 +376,87 @@ def test_a_caller_waiting_past_the_maximum_overflows_to_the_next_queue(
     closing = pcm_samples(PromptLibrary(call_centre).closing())
     right = read_wav(call.recording.path)[0][:, 1]
     assert best_correlation(closing, right[-(len(closing) + 3 * 8000):], max_lag_s=3)[0] >= MATCH_THRESHOLD
+
+
+# transfers (转接)
+
+def test_blind_transfer_by_refer_from_the_agents_phone_to_another_agent(
+        call_centre: Settings, start_service: Callable[..., HotlineService], phones: Phones, tmp_path: Path) -> None:
+    add_agent(call_centre, "zhang", "2000")
+    add_agent(call_centre, "li", "2001", available=False)  # not offered the caller by the queue
+    start_service()
+    zhang_speech = peers.speech_wav("Zhang speaking, let me transfer you.", tmp_path / "a.wav")
+    li_speech = peers.speech_wav("This is Li from technical support.", tmp_path / "b.wav")
+    phones.agent("2000", padded(zhang_speech, 0, 40), 5182)
+    phones.agent("2001", padded(li_speech, 0, 40), 5184)
+    phones.customer("customer", padded(peers.speech_wav("Hello?", tmp_path / "c.wav"), 1, 22))
+    assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.ON_CALL, 20)
+    time.sleep(4)  # zhang has said his words
+    with session_scope(call_centre) as session:
+        agent_rules.make_available(session, agent_rules.agent_named(session, "li"), source="test")
+    reply = peers.baresip_command(5182, "transfer", "2001")
+    assert '"ok":true' in reply.replace(" ", ""), reply
+    assert peers.wait_for(lambda: agent_state(call_centre, "li").state is AgentState.ON_CALL, 20)
+    assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.AVAILABLE, 10)
+    [call] = wait_ended(call_centre, timeout=40)
+    assert call.agent.username == "li" and call.outcome is CallOutcome.COMPLETED
+    [moved] = call.transfers
+    assert (moved.kind, moved.from_, moved.to) == (TransferKind.BLIND, "zhang", "li")
+    with session_scope(call_centre) as session:
+        ticket = session.get(Call, call.id).ticket
+        assert ticket.owner.username == "zhang"  # 首问负责制: the first agent keeps it
+        assert any(e.kind is EventKind.TRANSFERRED for e in ticket.events)
+    right = read_wav(call.recording.path)[0][:, 1]  # one recording: both agents in turn
+    assert best_correlation(read_wav(zhang_speech)[0][:, 0], right, max_lag_s=10)[0] >= MATCH_THRESHOLD
+    assert best_correlation(read_wav(li_speech)[0][:, 0], right, max_lag_s=20)[0] >= MATCH_THRESHOLD
+    heard = read_wav(dump_of(tmp_path / "customer"))[0][:, 0]
+    assert best_correlation(read_wav(li_speech)[0][:, 0], heard, max_lag_s=20)[0] >= MATCH_THRESHOLD
+
+
+def test_a_blind_transfer_to_a_queue_number_queues_the_caller_at_the_head(
+        call_centre: Settings, start_service: Callable[..., HotlineService], phones: Phones, tmp_path: Path) -> None:
+    with session_scope(call_centre) as session:
+        add_queue(session, "技术支持", numbers=["1010"])
+    add_agent(call_centre, "zhang", "2000")
+    add_agent(call_centre, "li", "2001", available=False)
+    with session_scope(call_centre) as session:
+        agent_rules.agent_named(session, "zhang").queues = [call_centre.queues.default_queue]
+        agent_rules.agent_named(session, "li").queues = ["技术支持"]
+    start_service()
+    phones.agent("2000", peers.speech_wav("Zhang.", tmp_path / "a.wav", pad_seconds=40), 5182)
+    phones.agent("2001", peers.speech_wav("Li.", tmp_path / "b.wav", pad_seconds=3), 5184)  # hangs up after it
+    phones.customer("customer", padded(peers.speech_wav("Hello?", tmp_path / "c.wav"), 1, 30))
+    assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.ON_CALL, 20)
+    uid = agent_state(call_centre, "zhang").call_uid
+    assert bus.request_call(call_centre, uid, "transfer", "1010")  # from the desk
+    assert peers.wait_for(lambda: calls(call_centre)[0].state is CallState.QUEUED, 10)
+    assert agent_state(call_centre, "zhang").state is AgentState.AVAILABLE
+    with session_scope(call_centre) as session:
+        agent_rules.make_available(session, agent_rules.agent_named(session, "li"), source="test")
+    [call] = wait_ended(call_centre, timeout=30)
+    assert call.queue.name == "技术支持" and call.agent.username == "li"
+    [moved] = call.transfers
+    assert (moved.kind, moved.from_, moved.to) == (TransferKind.BLIND, "zhang", "技术支持")
+
+
+def test_a_failed_transfer_comes_back_to_the_first_agent(
+        call_centre: Settings, start_service: Callable[..., HotlineService], phones: Phones, tmp_path: Path) -> None:
+    call_centre.queues.ring_timeout = 3
+    add_agent(call_centre, "zhang", "2000")
+    add_agent(call_centre, "li", "2001", available=False)
+    start_service()
+    zhang_speech = peers.speech_wav("Zhang again.", tmp_path / "a.wav", pad_seconds=40)
+    phones.agent("2000", zhang_speech, 5182)
+    phones.agent("2001", peers.speech_wav("Li.", tmp_path / "b.wav"), 5184, answer=False)
+    phones.customer("customer", padded(peers.speech_wav("Hello?", tmp_path / "c.wav"), 1, 20))
+    assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.ON_CALL, 20)
+    with session_scope(call_centre) as session:
+        agent_rules.make_available(session, agent_rules.agent_named(session, "li"), source="test")
+    uid = agent_state(call_centre, "zhang").call_uid
+    assert bus.request_call(call_centre, uid, "transfer", "2001")
+    assert peers.wait_for(lambda: agent_state(call_centre, "li").state is AgentState.RINGING, 10)
+    assert peers.wait_for(lambda: agent_state(call_centre, "li").state is AgentState.PAUSED, 10)  # rang out
+    assert peers.wait_for(lambda: calls(call_centre)[0].state is CallState.BRIDGED, 5)
+    assert agent_state(call_centre, "zhang").state is AgentState.ON_CALL
+    [call] = wait_ended(call_centre, timeout=30)
+    assert call.agent.username == "zhang" and not call.transfers

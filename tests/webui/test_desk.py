@@ -281,7 +281,7 @@ def test_the_hold_button_asks_the_sip_side_to_hold_the_call(logged_in, db, setti
                               follow_redirects=True)
     assert response.status_code == 200
     heard = next(r for r in requests if r is not None)
-    assert heard == {"uid": call.uid, "action": "hold"}
+    assert heard == {"uid": call.uid, "action": "hold", "target": ""}
     requests.close()
 
 

@@ -30,6 +30,7 @@ from models.agents import AgentStateError, agent_of, choose, end_wrap_up
 from models.call import Call, CallState
 from models.calllog import call_by_uid, ticket_for_call
 from models.ticket import EventKind, Priority, Ticket, TicketEvent, TicketType, Urgency
+from models.queues import all_queues
 from models.ticketing import OPEN_STATUSES, change_ticket, default_priority
 from models.transcript import TranscriptSegment
 from models.user import Role, User
@@ -63,6 +64,12 @@ class StateForm(FlaskForm):
 
 class HoldForm(FlaskForm):
     action = SelectField(choices=["hold", "resume"])
+
+
+class TransferForm(FlaskForm):
+    """Blind transfer: to a queue (by name) or an agent (by extension); the choices are set per request."""
+
+    target = SelectField(_l("Transfer to"), validators=[DataRequired()])
 
 
 class TicketForm(FlaskForm):
@@ -164,6 +171,36 @@ def hold(uid: str) -> Response:
     return redirect(url_for("desk.index"))
 
 
+@bp.post("/calls/<uid>/transfer")
+def transfer(uid: str) -> Response:
+    """A blind transfer (转接), asked of the ``hotline sip`` running the call; the card shows how it goes."""
+    db = get_db()
+    call = call_by_uid(db, uid)
+    if call is None:
+        abort(404)
+    if not _may_edit(current_user, agent_of(db, current_user), call):
+        abort(403)
+    form = TransferForm()
+    form.target.choices = transfer_targets(db, call)
+    if not form.validate_on_submit():
+        flash(_("Choose where to transfer the caller."))
+    elif call.state not in (CallState.BRIDGED, CallState.ON_HOLD):
+        flash(_("The call is not connected to you."))
+    elif not bus.request_call(_settings(), uid, "transfer", form.target.data):
+        flash(_("The call could not be reached; try again."))
+    return redirect(url_for("desk.index"))
+
+
+def transfer_targets(session: Session, call: Call) -> list[tuple[str, str]]:
+    """Every queue (by name) and every agent with an extension but the call's (by extension), for the transfer box."""
+    queues = [(queue.name, _("Queue %(name)s", name=queue.display_name or queue.name)) for queue in all_queues(session)]
+    agents = session.scalars(select(User).where(User.extension.is_not(None), User.active.is_(True),
+                                                User.id != call.agent_id)
+                             .order_by(User.username))
+    return queues + [(agent.extension or "", f"{agent.display_name or agent.username} ({agent.extension})")
+                     for agent in agents]
+
+
 def _may_edit(user: User, agent: Agent, call: Call) -> bool:
     return call.agent_id == user.id or agent.call_uid == call.uid or user.role in OVERSEERS
 
@@ -255,8 +292,15 @@ def caller_card(session: Session, settings: Settings, call: Call, form: TicketFo
         "ticket": call.ticket,
         "form": form,
         "open_tickets": open_tickets(session, call),
+        "transfer_form": _transfer_form(session, call),
         "earlier": [(earlier, notes_of(earlier)) for earlier in earlier_calls(session, call)],
     }
+
+
+def _transfer_form(session: Session, call: Call) -> TransferForm:
+    form = TransferForm(formdata=None)
+    form.target.choices = transfer_targets(session, call)
+    return form
 
 
 def _same_caller(column_customer: Any, column_phone: Any, call: Call) -> Any:

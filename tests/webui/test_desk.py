@@ -12,6 +12,7 @@ from models.calllog import mark_bridged, mark_ended, open_recording, ticket_for_
 from models.ticket import EventKind, Priority, TicketEvent, TicketType, Urgency
 from models.ticketing import add_note
 from models.transcript import Channel, Transcript, TranscriptSegment, TranscriptState
+from models.accounts import add_user
 from models.user import Role
 from tests.webui.conftest import csrf_token, queue_caller
 from workers import bus
@@ -292,3 +293,21 @@ def test_hold_is_refused_for_a_call_not_connected(logged_in, db, settings, hotli
     assert "该通话未与您接通" in response.get_data(as_text=True)
     gone = logged_in.post("/desk/calls/nosuchcall/hold", data={"action": "hold", "csrf_token": desk_token(logged_in)})
     assert gone.status_code == 404
+
+
+def test_the_transfer_box_offers_queues_and_agents_and_asks_the_sip_side(logged_in, db, settings, hotline_queue):
+    add_user(db, "li", Role.AGENT, "agent-password-2", realm=settings.sip.realm, display_name="李四", extension="1002")
+    call = ring(db, settings, hotline_queue)
+    take(db, call)
+    page = logged_in.get("/desk/").get_data(as_text=True)
+    assert 'data-action="transfer"' in page and "李四 (1002)" in page and f"队列 {hotline_queue.name}" in page
+    assert "张三 (1001)" not in page  # not to oneself
+    requests = bus.call_requests(settings, timeout=0.1)
+    next(requests)
+    token = desk_token(logged_in)
+    logged_in.post(f"/desk/calls/{call.uid}/transfer", data={"target": "1002", "csrf_token": token})
+    assert next(r for r in requests if r is not None) == {"uid": call.uid, "action": "transfer", "target": "1002"}
+    requests.close()
+    refused = logged_in.post(f"/desk/calls/{call.uid}/transfer", data={"target": "9999", "csrf_token": token},
+                             follow_redirects=True)
+    assert "请选择转接的目标" in refused.get_data(as_text=True)

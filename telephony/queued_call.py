@@ -25,6 +25,7 @@ from telephony.call_media import WATCH_INTERVAL, CallMedia
 from telephony.distributor import Distributor, Offer, QueueInfo, WaitingCall
 from telephony.media import MediaEngine
 from telephony.prompts import PromptLibrary
+from telephony.supervision import Mode, Supervision
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class QueuedCall:
         self.transfer_to: str | None = None  # an extension, a queue's number or name: set by REFER or the desk
         self.referred = False  # the transfer was asked by REFER: the agent's phone is told how it goes
         self.waiting: WaitingCall | None = None
+        self.supervise: tuple[Mode, str] | None = None  # asked from the wallboard: (mode, supervisor's extension)
 
     def request(self, action: str, target: str = "") -> None:
         """A request from the web UI: ``hold``, ``resume`` or ``transfer`` to ``target`` (the call's thread acts)."""
@@ -57,6 +59,8 @@ class QueuedCall:
             self.held_from_desk = action == "hold"
         elif action == "transfer" and target:
             self.transfer_to = target
+        elif action in {mode.value for mode in Mode} and target:
+            self.supervise = (Mode(action), target)
         else:
             log.warning("call %s: unknown request %r ignored", self.uid, action)
 
@@ -160,7 +164,10 @@ class QueuedCall:
         self.distributor.finished(agent.offer, waiting.queue.timers.wrap_up)
 
     def _talk(self, agent: AgentCall, stop: threading.Event) -> Ending | None:
-        """Bridged until one side hangs up (or we shut down), or a transfer is asked (None)."""
+        """Bridged until one side hangs up (or we shut down), or a transfer is asked (None).
+
+        On hold while the agent's phone or the desk says so; a supervisor joins when the wallboard asks.
+        """
         leg, dialog = self.call_media.leg, self.dialog
         agent_dialog = agent.dialog
         assert agent_dialog is not None
@@ -169,22 +176,50 @@ class QueuedCall:
         agent_dialog.on_refer = self._referred
         self.events.state(self.uid, CallState.BRIDGED, agent_id=agent.offer.user_id)
         held = False
-        while not dialog.ended.wait(WATCH_INTERVAL):
-            if self.transfer_to is not None:
-                return None
-            if agent_dialog.ended.is_set():
-                self.engine.unbridge(leg)
-                return self._close(CallOutcome.COMPLETED, HangupParty.AGENT)
-            if stop.is_set():
-                agent.hangup()
-                return self._close(CallOutcome.COMPLETED)
-            if held != (agent.held_by_phone or self.held_from_desk):
-                held = not held
-                log.info("call %s %s by agent %s", self.uid, "held" if held else "resumed", agent.offer.username)
-                agent.hold(leg, held, self.prompts.hold_music())
-                self.events.state(self.uid, CallState.ON_HOLD if held else CallState.BRIDGED)
+        supervisor: Supervision | None = None
+        try:
+            while not dialog.ended.wait(WATCH_INTERVAL):
+                if self.transfer_to is not None:
+                    return None
+                if agent_dialog.ended.is_set():
+                    self.engine.unbridge(leg)
+                    return self._close(CallOutcome.COMPLETED, HangupParty.AGENT)
+                if stop.is_set():
+                    agent.hangup()
+                    return self._close(CallOutcome.COMPLETED)
+                if held != (agent.held_by_phone or self.held_from_desk):
+                    held = not held
+                    log.info("call %s %s by agent %s", self.uid, "held" if held else "resumed", agent.offer.username)
+                    agent.hold(leg, held, self.prompts.hold_music())
+                    self.events.state(self.uid, CallState.ON_HOLD if held else CallState.BRIDGED)
+                supervisor = self._supervised(supervisor, agent)
+        finally:
+            if supervisor is not None:
+                supervisor.leave(leg, agent.leg)
         agent.hangup()
         return CallOutcome.COMPLETED, HangupParty.CUSTOMER
+
+    def _supervised(self, supervisor: Supervision | None, agent: AgentCall) -> Supervision | None:
+        """Start, change or end a supervisor's part in the call, as the wallboard asked."""
+        leg = self.call_media.leg
+        asked, self.supervise = self.supervise, None
+        if asked is not None:
+            mode, extension = asked
+            log.info("call %s: supervisor %s asks to %s", self.uid, extension, mode.value)
+            if supervisor is not None and supervisor.extension == extension and not supervisor.ended:
+                supervisor.change(mode, leg, agent.leg)  # listen → whisper → barge on the same leg
+            else:
+                if supervisor is not None:
+                    supervisor.leave(leg, agent.leg)
+                supervisor = Supervision(self.endpoint, self.engine, extension, mode)
+                supervisor.ring(self.dialog.caller, self.settings.queues.ring_timeout)
+        if supervisor is None:
+            return None
+        if supervisor.ended:
+            supervisor.leave(leg, agent.leg)
+            return None
+        supervisor.join_once_answered(leg, agent.leg)
+        return supervisor
 
     def _referred(self, _dialog: sip.Dialog, target: str) -> bool:
         """The agent's phone asks for a blind transfer (REFER): taken by the call's thread."""

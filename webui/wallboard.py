@@ -1,5 +1,8 @@
 """The wallboard: per queue who waits and for how long, agents by state, calls in progress, today's figures.
 
+A supervisor listens to a call in progress (监听), whispers to its agent (耳语) or barges in (强插):
+the request goes on the bus to the ``hotline sip`` running the call, which rings their softphone.
+
 Everything comes from ``models.board.wallboard``, read from the database on each rebuild, so the
 board is right again as soon as a restarted ``hotline web`` (or ``hotline sip``) answers; the
 stream rebuilds it on every change on the bus and every second, so waits count up.
@@ -7,17 +10,24 @@ stream rebuilds it on every change on the bus and every second, so waits count u
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from wtforms import SelectField
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from config import Settings
 from models.base import utcnow
 from models.board import wallboard
+from models.call import CallState
+from models.calllog import call_by_uid
 from models.user import Role
 from webui.db import get_db
 from webui.roles import restrict
 from webui.stream import event_stream, on_fresh_session
+from workers import bus
 
 bp = Blueprint("wallboard", __name__, url_prefix="/wallboard")
 restrict(bp, (Role.SUPERVISOR, Role.ADMIN))
@@ -26,6 +36,30 @@ restrict(bp, (Role.SUPERVISOR, Role.ADMIN))
 @bp.get("/")
 def index() -> str:
     return render_template("wallboard.html", board=board_parts(get_db(), _settings())["board"])
+
+
+class SuperviseForm(FlaskForm):
+    mode = SelectField(choices=["listen", "whisper", "barge"])
+
+
+@bp.post("/calls/<uid>/supervise")
+def supervise(uid: str) -> Response:
+    """Listen to, whisper on or barge into a live call: the supervisor's softphone rings (the UI never speaks SIP)."""
+    form = SuperviseForm()
+    call = call_by_uid(get_db(), uid)
+    if call is None:
+        abort(404)
+    if not form.validate_on_submit():
+        flash(_("That request was not understood; try again."))
+    elif not current_user.extension:
+        flash(_("You need an extension (a softphone) to join calls."))
+    elif call.state not in (CallState.BRIDGED, CallState.ON_HOLD):
+        flash(_("The call is not connected to an agent."))
+    elif not bus.request_call(_settings(), uid, form.mode.data, current_user.extension):
+        flash(_("The call could not be reached; try again."))
+    else:
+        flash(_("Your phone rings: answer it to join the call."))
+    return redirect(url_for("wallboard.index"))
 
 
 @bp.get("/stream")

@@ -460,3 +460,30 @@ def test_a_failed_transfer_comes_back_to_the_first_agent(
     assert agent_state(call_centre, "zhang").state is AgentState.ON_CALL
     [call] = wait_ended(call_centre, timeout=30)
     assert call.agent.username == "zhang" and not call.transfers
+
+
+# supervision (监听)
+
+def test_a_listening_supervisor_hears_both_sides_and_neither_hears_them(
+        call_centre: Settings, start_service: Callable[..., HotlineService], phones: Phones, tmp_path: Path) -> None:
+    add_agent(call_centre, "zhang", "2000")
+    with session_scope(call_centre) as session:
+        add_user(session, "boss", Role.SUPERVISOR, AGENT_PASSWORD, realm=call_centre.sip.realm, extension="2002")
+    start_service()
+    customer_words = peers.speech_wav("My fridge is making a strange noise.", tmp_path / "c.wav")
+    agent_words = peers.speech_wav("I will send a technician tomorrow.", tmp_path / "a.wav")
+    supervisor_words = peers.speech_wav("Supervisor testing one two three.", tmp_path / "s.wav")
+    phones.agent("2000", padded(agent_words, 9, 30), 5182)
+    phones.agent("2002", padded(supervisor_words, 1, 30), 5188)  # the supervisor's softphone
+    phones.customer("customer", padded(customer_words, 5, 12))
+    assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.ON_CALL, 20)
+    assert bus.request_call(call_centre, agent_state(call_centre, "zhang").call_uid, "listen", "2002")
+    wait_ended(call_centre, timeout=40)
+    supervisor_heard = read_wav(dump_of(tmp_path / "agent-2002"))[0][:, 0]
+    for words, who in ((customer_words, "customer"), (agent_words, "agent")):
+        heard = best_correlation(read_wav(words)[0][:, 0], supervisor_heard, max_lag_s=15)[0]
+        assert heard >= MATCH_THRESHOLD, f"the supervisor did not hear the {who} ({heard:.3f})"
+    said = read_wav(supervisor_words)[0][:, 0]
+    for dump, who in ((tmp_path / "customer", "customer"), (tmp_path / "agent-2000", "agent")):
+        heard = best_correlation(said, read_wav(dump_of(dump))[0][:, 0], max_lag_s=15)[0]
+        assert heard < 0.5, f"the {who} heard the listening supervisor ({heard:.3f})"

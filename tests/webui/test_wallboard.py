@@ -12,7 +12,8 @@ from models.base import utcnow
 from models.call import CallOutcome, CallState, HangupParty
 from models.calllog import log_inbound, mark_bridged, mark_ended, mark_state
 from models.user import Role
-from tests.webui.conftest import queue_caller
+from tests.webui.conftest import csrf_token, queue_caller
+from workers import bus
 
 
 def figure(page: str, name: str, queue: str | None = None) -> str:
@@ -107,3 +108,24 @@ def test_the_stream_brings_new_callers_and_agent_changes(login_as, open_stream, 
     db.commit()
     gone = board.wait_for(lambda payload: "+8613900139000" not in payload["board"])["board"]
     assert figure(gone, "abandonment", "呼叫中心") == "100%"
+
+
+def test_a_supervisor_listens_to_a_call_in_progress_through_their_softphone(login_as, db, settings, hotline_queue):
+    supervisor = login_as(Role.SUPERVISOR)
+    call = queue_caller(db, settings, hotline_queue)
+    mark_bridged(db, call, agent_named(db, "zhang").user)
+    db.commit()
+    page = supervisor.get("/wallboard/").get_data(as_text=True)
+    assert 'data-action="listen"' in page and "监听" in page and "耳语" in page and "强插" in page
+    token = csrf_token(page)
+    no_phone = supervisor.post(f"/wallboard/calls/{call.uid}/supervise", data={"mode": "listen", "csrf_token": token},
+                               follow_redirects=True)
+    assert "您需要一个分机" in no_phone.get_data(as_text=True)
+    boss = agent_named(db, "supervisor-user").user
+    boss.extension = "1009"
+    db.commit()
+    requests = bus.call_requests(settings, timeout=0.1)
+    next(requests)  # subscribed, as every hotline sip is
+    supervisor.post(f"/wallboard/calls/{call.uid}/supervise", data={"mode": "whisper", "csrf_token": token})
+    assert next(r for r in requests if r is not None) == {"uid": call.uid, "action": "whisper", "target": "1009"}
+    requests.close()

@@ -65,14 +65,18 @@ class AgentCall:
         return Ring.UNREACHABLE if dialog.status in UNREACHABLE_STATUSES else Ring.MISSED
 
     def bridge(self, customer: MediaLeg) -> None:
-        """Each side hears the other (and follows the agent's phone when a re-INVITE moves its media)."""
+        """Each side hears the other."""
+        self.connect()
+        customer.stop_loop()
+        self.engine.bridge(customer, self.leg)
+
+    def connect(self) -> None:
+        """Send to the agent's phone, and follow it when a re-INVITE moves its media."""
         dialog = self.dialog
         assert dialog is not None and dialog.remote_media is not None and dialog.codec is not None
         codec = dialog.codec
         self.leg.connect((dialog.remote_media.address, dialog.remote_media.port), codec.payload_type,
                          codec.dtmf_payload_type)
-        customer.stop_loop()
-        self.engine.bridge(customer, self.leg)
 
         def follow(moved: sip.Dialog) -> None:
             if moved.remote_media is not None and not moved.on_hold:

@@ -23,13 +23,14 @@ from telephony.agent_call import AgentCall, Ring
 from telephony.call_events import CallEvents
 from telephony.call_media import WATCH_INTERVAL, CallMedia
 from telephony.distributor import Distributor, Offer, QueueInfo, WaitingCall
-from telephony.media import MediaEngine
+from telephony.media import MediaEngine, MediaLeg
 from telephony.prompts import PromptLibrary
 from telephony.supervision import Mode, Supervision
 
 log = logging.getLogger(__name__)
 
 Ending = tuple[CallOutcome, HangupParty]
+THREE_WAY_SECONDS = 1.0  # completing an attended transfer: all three hear each other this long
 
 
 class QueuedCall:
@@ -52,6 +53,8 @@ class QueuedCall:
         self.referred = False  # the transfer was asked by REFER: the agent's phone is told how it goes
         self.waiting: WaitingCall | None = None
         self.supervise: tuple[Mode, str] | None = None  # asked from the wallboard: (mode, supervisor's extension)
+        self.consult_with: str | None = None  # attended transfer: the extension the agent consults (desk)
+        self.consult_end: str | None = None  # "complete" or "cancel" the consultation (desk)
 
     def request(self, action: str, target: str = "") -> None:
         """A request from the web UI: ``hold``, ``resume`` or ``transfer`` to ``target`` (the call's thread acts)."""
@@ -59,6 +62,10 @@ class QueuedCall:
             self.held_from_desk = action == "hold"
         elif action == "transfer" and target:
             self.transfer_to = target
+        elif action == "consult" and target:
+            self.consult_with = target
+        elif action in ("complete", "cancel"):
+            self.consult_end = action
         elif action in {mode.value for mode in Mode} and target:
             self.supervise = (Mode(action), target)
         else:
@@ -154,6 +161,12 @@ class QueuedCall:
             if ending is not None:
                 self._let_go(agent, waiting)
                 return ending
+            if self.consult_with is not None:
+                served = self._consult(agent, waiting)
+                if not isinstance(served, AgentCall):
+                    return served
+                agent = served
+                continue
             next_agent = self._transfer(agent, waiting)
             if next_agent is None:
                 return None  # queued again, at the head
@@ -179,7 +192,7 @@ class QueuedCall:
         supervisor: Supervision | None = None
         try:
             while not dialog.ended.wait(WATCH_INTERVAL):
-                if self.transfer_to is not None:
+                if self.transfer_to is not None or self.consult_with is not None:
                     return None
                 if agent_dialog.ended.is_set():
                     self.engine.unbridge(leg)
@@ -220,6 +233,57 @@ class QueuedCall:
             return None
         supervisor.join_once_answered(leg, agent.leg)
         return supervisor
+
+    def _consult(self, agent: AgentCall, waiting: WaitingCall) -> AgentCall | Ending:
+        """Attended transfer: the caller hears music while the agent talks with a colleague (the caller
+        hears neither); ``complete`` joins all three for a moment, then the first agent drops; ``cancel``
+        (or the colleague hanging up, or not answering) brings the first agent back to the caller.
+        """
+        target, self.consult_with, self.consult_end = self.consult_with or "", None, None
+        leg = self.call_media.leg
+        agent.hold(leg, True, self.prompts.hold_music())
+        self.events.state(self.uid, CallState.ON_HOLD)
+        offer = self.distributor.claim(target, self.uid)
+        if offer is None:
+            log.info("call %s: %s cannot consult %s: not available", self.uid, agent.offer.username, target)
+            return agent
+        colleague = AgentCall(self.settings, self.endpoint, self.engine, offer)
+        ring = colleague.ring(self.dialog.caller, self.dialog, waiting.queue.timers.ring_timeout)
+        if ring is not Ring.ANSWERED:
+            colleague.close()
+            self._unanswered(ring, offer, None)
+            return agent
+        self.distributor.answered(offer)
+        colleague.connect()
+        self.engine.bridge(agent.leg, colleague.leg)
+        log.info("call %s: %s consults %s", self.uid, agent.offer.username, offer.username)
+        while not self.dialog.ended.wait(WATCH_INTERVAL):
+            assert agent.dialog is not None and colleague.dialog is not None
+            if colleague.dialog.ended.is_set() or self.consult_end == "cancel":
+                break
+            if self.consult_end == "complete" or agent.dialog.ended.is_set():
+                self._join_all(leg, agent, colleague)
+                self._let_go(agent, waiting)
+                self.events.transferred(self.uid, TransferKind.ATTENDED, agent.offer.username, offer.username,
+                                        agent_id=offer.user_id)
+                return colleague
+        self.engine.unbridge(colleague.leg)
+        colleague.close()
+        self.distributor.finished(offer, 0)
+        if self.dialog.ended.is_set():
+            self._let_go(agent, waiting)
+            return CallOutcome.COMPLETED, HangupParty.CUSTOMER
+        return agent  # back to the caller (``_talk`` bridges them again)
+
+    def _join_all(self, customer: MediaLeg, agent: AgentCall, colleague: AgentCall) -> None:
+        """Completing an attended transfer: three-way for a moment, so the colleague is introduced."""
+        customer.stop_loop()
+        engine = self.engine
+        engine.set_hears(customer, [agent.leg, colleague.leg])
+        engine.set_hears(agent.leg, [customer, colleague.leg])
+        engine.set_hears(colleague.leg, [customer, agent.leg])
+        if agent.dialog is not None and not agent.dialog.ended.is_set():
+            time.sleep(THREE_WAY_SECONDS)
 
     def _referred(self, _dialog: sip.Dialog, target: str) -> bool:
         """The agent's phone asks for a blind transfer (REFER): taken by the call's thread."""

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 from wtforms import SelectField, StringField, TextAreaField
-from wtforms.fields import enum_choices, enum_coerce
+from wtforms.fields import SelectChoice, enum_choices, enum_coerce
 from wtforms.validators import DataRequired, Length, Optional
 
 from config import Settings
@@ -63,13 +63,16 @@ class StateForm(FlaskForm):
 
 
 class HoldForm(FlaskForm):
-    action = SelectField(choices=["hold", "resume"])
+    """Hold or resume; while consulting a colleague (attended transfer), complete or cancel."""
+
+    action = SelectField(choices=["hold", "resume", "complete", "cancel"])
 
 
 class TransferForm(FlaskForm):
     """Blind transfer: to a queue (by name) or an agent (by extension); the choices are set per request."""
 
     target = SelectField(_l("Transfer to"), validators=[DataRequired()])
+    kind = SelectField(choices=["transfer", "consult"], default="transfer")  # blind, or attended (consult first)
 
 
 class TicketForm(FlaskForm):
@@ -154,7 +157,7 @@ def save_ticket(uid: str) -> str | tuple[str, int] | Response:
 
 @bp.post("/calls/<uid>/hold")
 def hold(uid: str) -> Response:
-    """Hold or resume the call: asked of the ``hotline sip`` running it (the desk never speaks SIP)."""
+    """Hold or resume the call, or end a consultation: asked of the ``hotline sip`` running it (the desk never speaks SIP)."""
     form = HoldForm()
     db = get_db()
     call = call_by_uid(db, uid)
@@ -173,7 +176,7 @@ def hold(uid: str) -> Response:
 
 @bp.post("/calls/<uid>/transfer")
 def transfer(uid: str) -> Response:
-    """A blind transfer (转接), asked of the ``hotline sip`` running the call; the card shows how it goes."""
+    """A transfer (转接), blind or attended (consult first), asked of the ``hotline sip`` running the call."""
     db = get_db()
     call = call_by_uid(db, uid)
     if call is None:
@@ -186,18 +189,19 @@ def transfer(uid: str) -> Response:
         flash(_("Choose where to transfer the caller."))
     elif call.state not in (CallState.BRIDGED, CallState.ON_HOLD):
         flash(_("The call is not connected to you."))
-    elif not bus.request_call(_settings(), uid, "transfer", form.target.data):
+    elif not bus.request_call(_settings(), uid, form.kind.data, form.target.data):
         flash(_("The call could not be reached; try again."))
     return redirect(url_for("desk.index"))
 
 
-def transfer_targets(session: Session, call: Call) -> list[tuple[str, str]]:
+def transfer_targets(session: Session, call: Call) -> list[SelectChoice]:
     """Every queue (by name) and every agent with an extension but the call's (by extension), for the transfer box."""
-    queues = [(queue.name, _("Queue %(name)s", name=queue.display_name or queue.name)) for queue in all_queues(session)]
+    queues = [SelectChoice(queue.name, _("Queue %(name)s", name=queue.display_name or queue.name))
+              for queue in all_queues(session)]
     agents = session.scalars(select(User).where(User.extension.is_not(None), User.active.is_(True),
                                                 User.id != call.agent_id)
                              .order_by(User.username))
-    return queues + [(agent.extension or "", f"{agent.display_name or agent.username} ({agent.extension})")
+    return queues + [SelectChoice(agent.extension or "", f"{agent.display_name or agent.username} ({agent.extension})")
                      for agent in agents]
 
 

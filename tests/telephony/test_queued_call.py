@@ -487,3 +487,34 @@ def test_a_listening_supervisor_hears_both_sides_and_neither_hears_them(
     for dump, who in ((tmp_path / "customer", "customer"), (tmp_path / "agent-2000", "agent")):
         heard = best_correlation(said, read_wav(dump_of(dump))[0][:, 0], max_lag_s=15)[0]
         assert heard < 0.5, f"the {who} heard the listening supervisor ({heard:.3f})"
+
+
+def test_attended_transfer_the_agents_consult_unheard_by_the_caller_then_complete(
+        call_centre: Settings, start_service: Callable[..., HotlineService], phones: Phones, tmp_path: Path) -> None:
+    add_agent(call_centre, "zhang", "2000")
+    add_agent(call_centre, "li", "2001", available=False)
+    start_service()
+    consult_words = peers.speech_wav("Hello Li, I have a customer with a broken fridge.", tmp_path / "a.wav")
+    li_words = peers.speech_wav("Li here, I can help you with the fridge.", tmp_path / "b.wav")
+    phones.agent("2000", padded(consult_words, 7, 40), 5182)
+    phones.agent("2001", padded(li_words, 16, 40), 5184)  # once the transfer is complete
+    phones.customer("customer", padded(peers.speech_wav("Hello?", tmp_path / "c.wav"), 1, 30))
+    assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.ON_CALL, 20)
+    uid = agent_state(call_centre, "zhang").call_uid
+    with session_scope(call_centre) as session:
+        agent_rules.make_available(session, agent_rules.agent_named(session, "li"), source="test")
+    assert bus.request_call(call_centre, uid, "consult", "2001")  # from the desk
+    assert peers.wait_for(lambda: agent_state(call_centre, "li").state is AgentState.ON_CALL, 10)
+    time.sleep(11)  # zhang tells li about the caller (his words start 7 s after his answer)
+    assert bus.request_call(call_centre, uid, "complete")
+    assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.AVAILABLE, 10)
+    [call] = wait_ended(call_centre, timeout=40)
+    assert call.agent.username == "li"
+    [moved] = call.transfers
+    assert (moved.kind, moved.from_, moved.to) == (TransferKind.ATTENDED, "zhang", "li")
+    li_heard = read_wav(dump_of(tmp_path / "agent-2001"))[0][:, 0]
+    customer_heard = read_wav(dump_of(tmp_path / "customer"))[0][:, 0]
+    consult = read_wav(consult_words)[0][:, 0]
+    assert best_correlation(consult, li_heard, max_lag_s=15)[0] >= MATCH_THRESHOLD, "li did not hear zhang"
+    assert best_correlation(consult, customer_heard, max_lag_s=20)[0] < 0.5, "the caller heard the consultation"
+    assert best_correlation(read_wav(li_words)[0][:, 0], customer_heard, max_lag_s=25)[0] >= MATCH_THRESHOLD

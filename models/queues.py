@@ -179,6 +179,12 @@ def _overflow_target(session: Session, queue: Queue, name: str) -> Queue | None:
         raise QueueError("no queue '%(name)s' to overflow to", field="overflow", name=name)
     if target is queue:
         raise QueueError("a queue cannot overflow to itself", field="overflow")
+    onward, seen = target.overflow_queue, {target.id}
+    while onward is not None and onward.id not in seen:  # a caller must not go round for ever
+        if onward is queue:
+            raise QueueError("'%(name)s' overflows back to this queue", field="overflow", name=name)
+        seen.add(onward.id)
+        onward = onward.overflow_queue
     return target
 
 

@@ -190,3 +190,12 @@ def test_assign_an_agent_their_skills_and_queues(db, settings):
     with pytest.raises(QueueError, match="the level is a whole number"):
         assign_agent(db, agent, skills=["粤语:0"], queues=[])
     assert (agent.user.skills, agent.queues) == (["粤语:3", "空调"], ["粤语"])  # refused: unchanged
+
+
+def test_an_overflow_loop_is_refused(db, settings):
+    first = add_queue(db, "A")
+    second = add_queue(db, "B", overflow="A")
+    add_queue(db, "C", overflow="B")
+    with pytest.raises(QueueError, match="overflows back"):
+        set_queue(db, first, overflow="C")  # A → C → B → A
+    assert first.overflow_queue is None and second.overflow_queue is first

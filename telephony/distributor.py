@@ -79,6 +79,7 @@ class WaitingCall:
     queue: QueueInfo
     since: float = field(default_factory=time.monotonic)
     queued: float = field(default_factory=time.monotonic)
+    passed_by: set[int] = field(default_factory=set)  # agents (ids) who transferred the caller away
     offer: Offer | None = None
     offered: threading.Event = field(default_factory=threading.Event)
 
@@ -165,9 +166,12 @@ class Distributor:
         done.wait(timeout)
         return claimed[0] if claimed else None
 
-    def enqueue(self, uid: str, caller: str, queue: QueueInfo, *, at_head: bool = False) -> WaitingCall:
-        """Queue a caller, last or (a transferred caller, served already) first."""
+    def enqueue(self, uid: str, caller: str, queue: QueueInfo, *, at_head: bool = False,
+                passed_by: int | None = None) -> WaitingCall:
+        """Queue a caller, last or (a transferred caller, served already) first; never offered to ``passed_by``."""
         waiting = WaitingCall(uid, caller, queue)
+        if passed_by is not None:
+            waiting.passed_by.add(passed_by)
         with self._lock:
             if at_head:
                 waiting.since = min((w.since for w in self._waiting), default=waiting.since) - 0.001
@@ -327,7 +331,7 @@ class Distributor:
                 queue = queues.get(call.queue.id)
                 if queue is None or not free:
                     continue
-                for agent in [agent for agent in free if agent_rules.serves(agent, queue)]:
+                for agent in [a for a in free if a.id not in call.passed_by and agent_rules.serves(a, queue)]:
                     free.remove(agent)
                     if agent_rules.offer(session, agent, call.uid):
                         session.commit()

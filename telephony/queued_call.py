@@ -80,10 +80,11 @@ class QueuedCall:
                 self.distributor.leave(self.waiting)
             self.call_media.leg.stop_loop()
 
-    def _queue(self, queue: QueueInfo, *, at_head: bool = False) -> None:
-        """Wait in ``queue``; a caller transferred there (``at_head``) is served next."""
+    def _queue(self, queue: QueueInfo, *, passed_by: Offer | None = None) -> None:
+        """Wait in ``queue``; a caller an agent passed on (a transfer) is served next, by someone else."""
         self.events.state(self.uid, CallState.QUEUED, queue_id=queue.id)
-        self.waiting = self.distributor.enqueue(self.uid, self.dialog.caller, queue, at_head=at_head)
+        self.waiting = self.distributor.enqueue(self.uid, self.dialog.caller, queue, at_head=passed_by is not None,
+                                                passed_by=passed_by.agent_id if passed_by else None)
 
     def _wait(self, stop: threading.Event) -> Ending:
         leg, dialog = self.call_media.leg, self.dialog
@@ -314,7 +315,7 @@ class QueuedCall:
             notify(200)
             self._let_go(agent, waiting)
             self.events.transferred(self.uid, TransferKind.BLIND, agent.offer.username, queue.name)
-            self._queue(queue, at_head=True)  # they had been served already
+            self._queue(queue, passed_by=agent.offer)
             return None
         offer = self.distributor.claim(target, self.uid)
         ring = Ring.MISSED
@@ -336,7 +337,7 @@ class QueuedCall:
             agent.hold(leg, False, b"")
             return agent
         self._let_go(agent, waiting)
-        self._queue(waiting.queue, at_head=True)
+        self._queue(waiting.queue, passed_by=agent.offer)
         return None
 
     def _close(self, outcome: CallOutcome, party: HangupParty = HangupParty.SYSTEM) -> Ending:

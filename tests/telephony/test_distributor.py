@@ -124,3 +124,21 @@ def test_the_wait_estimate_counts_the_callers_ahead(distributor: Distributor, se
 def test_a_number_without_a_queue_goes_to_the_default_queue(distributor: Distributor, settings: Settings) -> None:
     [fallback] = distributor.queues_for("9999")
     assert fallback.name == settings.queues.default_queue and fallback.id is None
+
+
+def test_a_caller_passed_on_goes_first_and_not_back_to_who_passed_them(distributor: Distributor,
+                                                                       settings: Settings) -> None:
+    add_agent(settings, "zhang", "2000", idle_minutes=5)
+    earlier = distributor.enqueue("call-1", "+8613800138001", queue(distributor, "1000"))
+    assert offered(earlier) == "zhang"
+    with session_scope(settings) as session:
+        zhang_id = agent_rules.agent_named(session, "zhang").id
+    assert earlier.offer is not None
+    distributor.released(earlier.offer, earlier)
+    distributor.leave(earlier)
+    waiting = distributor.enqueue("call-2", "+8613800138002", queue(distributor, "1000"))
+    passed = distributor.enqueue("call-3", "+8613800138003", queue(distributor, "1000"), at_head=True,
+                                 passed_by=zhang_id)
+    assert distributor.ahead_of(passed) == 0 and distributor.ahead_of(waiting) == 1
+    assert offered(waiting) == "zhang"  # the passed-on caller waits for someone else
+    assert not passed.offered.is_set()

@@ -90,10 +90,10 @@ class QueuedCall:
         leg, dialog = self.call_media.leg, self.dialog
         leg.loop(self.prompts.hold_music())
         next_announcement = time.monotonic()
-        while not dialog.ended.wait(WATCH_INTERVAL):
+        while not dialog.ended.is_set():
             waiting = self.waiting
             assert waiting is not None
-            if waiting.offered.is_set():
+            if waiting.offered.wait(WATCH_INTERVAL):  # an offer is taken at once, not at the next look
                 offer = waiting.take_offer()
                 ending = self._ring(offer, waiting, stop) if offer is not None else None
                 if ending is not None:
@@ -155,7 +155,7 @@ class QueuedCall:
         """The caller with ``agent``, then with whoever they are transferred to; None: queued again."""
         while True:
             try:
-                ending = self._talk(agent, stop)
+                ending = self._talk(agent, waiting, stop)
             except BaseException:
                 self._let_go(agent, waiting)
                 raise
@@ -174,10 +174,13 @@ class QueuedCall:
             agent = next_agent
 
     def _let_go(self, agent: AgentCall, waiting: WaitingCall) -> None:
+        """The agent is free (or wraps up): once per agent leg."""
+        if agent.leg.closed:
+            return
         agent.close(self.call_media.leg)
         self.distributor.finished(agent.offer, waiting.queue.timers.wrap_up)
 
-    def _talk(self, agent: AgentCall, stop: threading.Event) -> Ending | None:
+    def _talk(self, agent: AgentCall, waiting: WaitingCall, stop: threading.Event) -> Ending | None:
         """Bridged until one side hangs up (or we shut down), or a transfer is asked (None).
 
         On hold while the agent's phone or the desk says so; a supervisor joins when the wallboard asks.
@@ -196,7 +199,7 @@ class QueuedCall:
                 if self.transfer_to is not None or self.consult_with is not None:
                     return None
                 if agent_dialog.ended.is_set():
-                    self.engine.unbridge(leg)
+                    self._let_go(agent, waiting)  # free for the next caller now, not after this one's closing prompt
                     return self._close(CallOutcome.COMPLETED, HangupParty.AGENT)
                 if stop.is_set():
                     agent.hangup()

@@ -159,12 +159,7 @@ def save_ticket(uid: str) -> str | tuple[str, int] | Response:
 def hold(uid: str) -> Response:
     """Hold or resume the call, or end a consultation: asked of the ``hotline sip`` running it (the desk never speaks SIP)."""
     form = HoldForm()
-    db = get_db()
-    call = call_by_uid(db, uid)
-    if call is None:
-        abort(404)
-    if not _may_edit(current_user, agent_of(db, current_user), call):
-        abort(403)
+    call = _my_call(uid)
     if not form.validate_on_submit():
         flash(_("That request was not understood; try again."))
     elif call.state not in (CallState.BRIDGED, CallState.ON_HOLD):
@@ -177,14 +172,9 @@ def hold(uid: str) -> Response:
 @bp.post("/calls/<uid>/transfer")
 def transfer(uid: str) -> Response:
     """A transfer (转接), blind or attended (consult first), asked of the ``hotline sip`` running the call."""
-    db = get_db()
-    call = call_by_uid(db, uid)
-    if call is None:
-        abort(404)
-    if not _may_edit(current_user, agent_of(db, current_user), call):
-        abort(403)
+    call = _my_call(uid)
     form = TransferForm()
-    form.target.choices = transfer_targets(db, call)
+    form.target.choices = transfer_targets(get_db(), call)
     if not form.validate_on_submit():
         flash(_("Choose where to transfer the caller."))
     elif call.state not in (CallState.BRIDGED, CallState.ON_HOLD):
@@ -192,6 +182,17 @@ def transfer(uid: str) -> Response:
     elif not bus.request_call(_settings(), uid, form.kind.data, form.target.data):
         flash(_("The call could not be reached; try again."))
     return redirect(url_for("desk.index"))
+
+
+def _my_call(uid: str) -> Call:
+    """The call ``uid`` if the user may act on it (its agent, a supervisor or an admin); else 404 or 403."""
+    db = get_db()
+    call = call_by_uid(db, uid)
+    if call is None:
+        abort(404)
+    if not _may_edit(current_user, agent_of(db, current_user), call):
+        abort(403)
+    return call
 
 
 def transfer_targets(session: Session, call: Call) -> list[SelectChoice]:

@@ -429,7 +429,7 @@ def test_a_blind_transfer_to_a_queue_number_queues_the_caller_at_the_head(
     uid = agent_state(call_centre, "zhang").call_uid
     assert bus.request_call(call_centre, uid, "transfer", "1010")  # from the desk
     assert peers.wait_for(lambda: calls(call_centre)[0].state is CallState.QUEUED, 10)
-    assert agent_state(call_centre, "zhang").state is AgentState.AVAILABLE
+    assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.AVAILABLE, 5)
     with session_scope(call_centre) as session:
         agent_rules.make_available(session, agent_rules.agent_named(session, "li"), source="test")
     [call] = wait_ended(call_centre, timeout=30)

@@ -45,7 +45,12 @@ RTP_HEADER = struct.Struct("!BBHII")
 RTP_VERSION_2 = 0x80
 MARKER = 0x80
 RTCP_PAYLOAD_TYPES = range(72, 77)  # RTCP packet types 200-204 seen through the RTP header
-JITTER_FRAMES = 2  # 40 ms of 20 ms packets: playout starts once this much is buffered (3 added ~50 ms: bench/bridged.py)
+# Playout starts once this many 20 ms frames are buffered: one at first (bench/bridged.py through a
+# bridge: 3 frames added ~50 ms, 2 ~37 ms, 1 ~7 ms), one more each time a packet comes after its turn.
+JITTER_FRAMES = 1
+JITTER_MAX_FRAMES = 4
+LONG_PACKET_MARGIN_FRAMES = 2
+LOSS_MAX_FRAMES = 3  # a stream that resumes after at most this many missing frames lost them; more: it paused
 JITTER_SLACK_FRAMES = 7  # 140 ms more (sender clock faster, a burst) and the oldest are dropped
 RESYNC_FRAMES = 100  # a timestamp jump of more than 2 s: a long pause or a restarted stream
 CATCH_UP_LIMIT = 1.0  # seconds behind after which ticks are skipped rather than replayed
@@ -118,6 +123,7 @@ class JitterBuffer:
         self._frames: dict[int, bytes | bytearray] = {}
         self._next: int | None = None
         self._playing = False
+        self._stalled_at: int | None = None  # the frame the buffer ran dry at
         self.end = 0  # one past the highest frame index received
 
 
@@ -165,24 +171,43 @@ class JitterBuffer:
     def pop(self) -> bytes | bytearray | None:
         """The frame for this tick, or None for silence (not started, lost, or nothing received)."""
         if not self._playing:
-            if len(self._frames) < self._depth:
+            if len(self._frames) < self._depth or not self._resume(min(self._frames)):
                 return None
-            self._playing = True
-            self._next = min(self._frames)
         frame = self._frames.pop(self._next, None)
         if frame is None:
-            if not self._frames:  # the sender paused or stopped: buffer again before playing
+            if not self._frames:  # nothing more yet: a loss or a pause, told apart when the stream resumes
                 self._playing = False
-                self._stats.underruns += 1
+                self._stalled_at = self._next
                 return None
             self._stats.lost += 1
         self._next += 1
         return frame
 
+    def _resume(self, first: int) -> bool:
+        """Play from ``first`` — True — or, when the frame the buffer ran dry at came after its tick, deepen first.
+
+        After a stall, a short gap was lost packets, a longer one the sender's pause.
+        """
+        if self._stalled_at is not None:
+            gap, self._stalled_at = first - self._stalled_at, None
+            if gap == 0:  # late, not lost: this sender's packets need a deeper buffer
+                self._stats.underruns += 1
+                self._deepen()
+                if len(self._frames) < self._depth:
+                    return False
+            elif gap <= LOSS_MAX_FRAMES:
+                self._stats.lost += gap
+            else:
+                self._stats.underruns += 1
+        self._playing = True
+        self._next = first
+        return True
+
     def _fit_depth(self, packet_bytes: int) -> None:
         """Long packets (ffmpeg sends 90 ms) need a deeper buffer: a whole packet plus the usual margin."""
         frames_per_packet = -(-packet_bytes // g711.FRAME_BYTES)
-        self._depth = max(self._depth, frames_per_packet + JITTER_FRAMES - 1)
+        if packet_bytes != g711.FRAME_BYTES:  # frames straddle packets: wait for the next one as well
+            self._depth = max(self._depth, frames_per_packet + LONG_PACKET_MARGIN_FRAMES)
 
     def _admit(self, index: int) -> bool:
         """False for a frame whose turn has passed."""
@@ -191,9 +216,16 @@ class JitterBuffer:
         if index < self._next:
             if self._playing:
                 self._stats.late += 1
+                self._deepen()
                 return False
             self._next = index  # reordered before playout started: start earlier
         return True
+
+    def _deepen(self) -> None:
+        """This sender's packets come later than the buffer waits for them: wait one frame longer from now on."""
+        if self._depth < JITTER_MAX_FRAMES:
+            self._depth += 1
+            self._playing = False  # gather the extra frame before playing on
 
     def _drop_oldest(self) -> None:
         while len(self._frames) > self._depth:

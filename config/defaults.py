@@ -8,10 +8,12 @@ Sections map one to one to TOML tables in ``hotline.toml``.
 
 from __future__ import annotations
 
+import re
+from datetime import date, time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Manual files, by the prefix of their names in shared/manuals.
 SERVICE_MANUAL = "manual 000 (客服售后服务管理手册)"
@@ -21,6 +23,12 @@ OWNERSHIP_MANUAL = "manual 003 (电子商务客户售后服务管理方案)"
 CALL_CENTRE_MANUAL = "manual 004 (客服部工作及对接流程)"
 # For a number the manuals leave open: Hotline chose it.
 HOTLINE_CHOICE = "Hotline's choice; the manuals give no number"
+
+
+def dialable(number: str) -> str | None:
+    """The number without formatting noise when it can be dialled (digits, an optional leading +), else None."""
+    cleaned = re.sub(r"[\s\-()]", "", number or "")
+    return cleaned if re.fullmatch(r"\+?\d{2,20}", cleaned) else None
 
 
 def setting(default: Any, doc: str, source: str | None = None) -> Any:
@@ -40,6 +48,7 @@ class General(Section):
     timezone: str = setting("Asia/Shanghai", "Time zone of the service team: deadlines, working days, reports.")
     phone_region: str = setting("CN", "Default region for caller IDs without a country code (E.164 normalisation).")
     language: str = setting("zh_CN", "Default UI language (zh_CN first, en second).")
+    holidays: list[date] = setting([], "The working calendar's holidays (YYYY-MM-DD): no callback is dialled on them.")
 
 
 class Database(Section):
@@ -76,6 +85,8 @@ class Sip(Section):
     trusted_sources: list[str] = setting([], "Addresses (host or host:port) besides the PBX whose INVITEs are answered, e.g. trunks; INVITEs from anywhere else get 403.")
     max_calls: int = setting(300, "Concurrent calls one `hotline sip` accepts; beyond it an INVITE gets 503 and the PBX tries elsewhere (bench/calls.py: 320 clean on a quiet machine, 200 on a busy one).", HOTLINE_CHOICE)
     dial_timeout: float = setting(60.0, "An outbound call not answered within this many seconds is given up with CANCEL.", HOTLINE_CHOICE)
+    trunk_prefix: str = setting("", "Dialled before a number that is not an extension of the PBX, for the PBX to route it to its trunk (e.g. \"9\").")
+    extension_max_digits: int = setting(6, "A number of at most this many digits (no leading +) is an extension of the PBX, dialled as it is.", HOTLINE_CHOICE)
 
 
 class Prompts(Section):
@@ -98,6 +109,12 @@ class Queues(Section):
     wrap_up_seconds: float = setting(30.0, "Wrap-up after a call (话后处理), before the agent is offered the next caller.", HOTLINE_CHOICE)
     announce_seconds: float = setting(45.0, "Waiting callers hear their position and estimated wait this often.", HOTLINE_CHOICE)
     max_wait_seconds: float = setting(0.0, "A caller waiting longer overflows to the queue's overflow queue; 0 means no limit.", HOTLINE_CHOICE)
+    virtual_hold_after_seconds: float = setting(0.0, "After this long in the queue a caller is offered to keep their place and be called back (virtual hold); 0 means never.", CALL_CENTRE_MANUAL)
+    virtual_hold_estimate_seconds: float = setting(0.0, "Also offer virtual hold as soon as a caller's estimated wait is at least this long (in a queue that offers it); 0 means only after the queue's wait.", HOTLINE_CHOICE)
+    virtual_hold_prompt: str = setting("不想继续等待请按1，我们将保留您的位置，稍后给您回电。", "The virtual-hold offer (按1保留您的位置，我们稍后给您回电).", CALL_CENTRE_MANUAL)
+    virtual_hold_number_prompt: str = setting("回拨本机请按井号键，回拨其他号码请输入号码后按井号键。", "After 1: # for the caller's own number, or another number ended by #.", CALL_CENTRE_MANUAL)
+    virtual_hold_confirm: str = setting("已为您保留位置，稍后给您回电，再见。", "Said before Hotline hangs up on a caller who kept their place.", CALL_CENTRE_MANUAL)
+    virtual_hold_number_seconds: float = setting(8.0, "Seconds to key another number after 1 (no # by then: the caller's own number).", HOTLINE_CHOICE)
     hold_music_file: str = setting("", "Hold music (any audio format), looped while callers wait or are on hold; empty plays the tune that ships with Hotline.")
     position_prompt: str = setting("您前面还有{ahead}位客户，预计等待约{minutes}分钟。", "Position announcement (来电排队); {ahead} callers ahead, {minutes} estimated minutes.", CALL_CENTRE_MANUAL)
     next_prompt: str = setting("您是下一位，请稍候。", "Announcement to the caller who is next in line.", CALL_CENTRE_MANUAL)
@@ -136,14 +153,45 @@ class Tickets(Section):
     default_priority_critical: str = setting("P1", "Priority given to a 特急 ticket when none is chosen.")
 
 
+Mode = Literal["auto", "staff"]
+
+
 class Callbacks(Section):
     satisfaction_hours: float = setting(24, "Satisfaction revisit within hours of a delivered result.", SERVICE_MANUAL)
     complaint_revisit_days: float = setting(7, "Revisit within days after a complaint is handled.", PHONE_MANUAL)
     supervisor_hours: float = setting(2, "不满意 → the supervisor contacts the customer within hours.", SERVICE_MANUAL)
+    customer_requested_hours: float = setting(2, "A callback promised to a caller (留下电话号码…马上给您复电话) within hours.", CALL_CENTRE_MANUAL)
     improvement_score_below: int = setting(4, "A satisfaction score below this (of 5) starts an improvement process.", TICKET_MANUAL)
-    calling_hours_start: str = setting("09:00", "Earliest local time an automatic callback is dialled.")
-    calling_hours_end: str = setting("20:00", "Latest local time an automatic callback is dialled.")
-    max_attempts: int = setting(3, "Dial attempts before a callback goes to staff as unreachable.", HOTLINE_CHOICE)
+    calling_hours_start: time = setting(time(9, 0), "Earliest local time (the customer's time zone) a callback is dialled.")
+    calling_hours_end: time = setting(time(20, 0), "Latest local time a callback is dialled.")
+    max_attempts: int = setting(3, "Dial attempts (no answer, busy, failed) before a callback is unreachable.", HOTLINE_CHOICE)
+    retry_minutes: float = setting(30, "Minutes between two attempts at one callback.", HOTLINE_CHOICE)
+    do_not_call: list[str] = setting([], "Numbers never dialled (do-not-call list); a callback to one ends as do_not_call.")
+    @field_validator("do_not_call")
+    @classmethod
+    def _dialable(cls, numbers: list[str]) -> list[str]:
+        """A number the dialler could not compare would stop every callback: refused when the config is read."""
+        for number in numbers:
+            if dialable(number) is None:
+                raise ValueError(f"{number!r} is not a phone number (digits, an optional leading +)")
+        return numbers
+
+    satisfaction_mode: Mode = setting("auto", "Satisfaction revisits: automatic survey (auto) or staff first (staff).")
+    complaint_mode: Mode = setting("auto", "Complaint revisits: auto or staff.")
+    supervisor_mode: Mode = setting("staff", "Supervisor callbacks after 不满意: the supervisor's own phone first.")
+    customer_requested_mode: Mode = setting("staff", "Callbacks promised to callers: auto or staff.")
+    reconcile_seconds: float = setting(15, "How often each `hotline sip` puts back due callbacks whose job Redis lost (flush, restart, a dead scheduler).", HOTLINE_CHOICE)
+    schedule_ahead_minutes: float = setting(60, "Callbacks due within this many minutes are handed to RQ's scheduler (enqueue_at).", HOTLINE_CHOICE)
+    survey_intro: str = setting("您好，这里是{company}客服中心，现对您的服务进行回访。", "First words of the automatic survey; {company} is general.company_name.", SERVICE_MANUAL)
+    survey_question: str = setting("您对本次处理结果是否满意？非常满意请按1，满意请按2，一般请按3，不满意请按4。", "The satisfaction question and its keys (1-4).", SERVICE_MANUAL)
+    survey_invalid: str = setting("对不起，您的按键无效。", "Said before the question is asked again after a wrong key or no key.")
+    survey_open_question: str = setting("您认为服务过程中需要改进的地方是？请在提示音后说出您的建议，说完请按井号键。", "The open question; the answer is recorded and transcribed.", SERVICE_MANUAL)
+    survey_thanks: str = setting("感谢您的宝贵意见，再见。", "Said before the survey hangs up.", SERVICE_MANUAL)
+    survey_repeats: int = setting(2, "Times the question is asked again after no key or a wrong one.", HOTLINE_CHOICE)
+    survey_key_seconds: float = setting(8, "Seconds to wait for a key after the question has been said.", HOTLINE_CHOICE)
+    answer_max_seconds: float = setting(60, "Longest spoken answer to the open question.", HOTLINE_CHOICE)
+    answer_silence_seconds: float = setting(3, "Silence that ends the spoken answer (so does #).", HOTLINE_CHOICE)
+    machine_seconds: float = setting(4, "No speech within this many seconds of the answer hints at an answering machine.", HOTLINE_CHOICE)
 
 
 class Transcription(Section):

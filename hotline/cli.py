@@ -189,6 +189,29 @@ def ticket_create(ctx: click.Context, phone: str, ticket_type: str, urgency: str
     click.echo(number)
 
 
+@ticket.command("resolve")
+@click.argument("number")
+@click.option("--note", required=True, help="The result delivered to the customer (处理结果).")
+@click.pass_context
+def ticket_resolve(ctx: click.Context, number: str, note: str) -> None:
+    """Mark the result delivered: the ticket is resolved and its revisit scheduled (satisfaction or complaint)."""
+    from hotline.commands.callbacks import enqueue_if_due
+    from models.callbacks import CallbackError, callback_as_dict, resolve_ticket
+
+    settings = settings_of(ctx)
+    with session_scope(settings) as session:
+        found = session.scalar(select(Ticket).where(Ticket.number == number))
+        if found is None:
+            raise click.ClickException(f"no ticket {number}")
+        try:
+            callback = resolve_ticket(session, settings, found, note)
+        except CallbackError as exc:
+            raise click.ClickException(str(exc)) from exc
+        shown = f"callback {callback.id} ({callback.kind.value}) to {callback.phone} by {callback_as_dict(callback, settings)['latest']}"
+    enqueue_if_due(settings, callback.id)
+    click.echo(f"{number} resolved; {shown}")
+
+
 @ticket.command("show")
 @click.argument("number")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
@@ -227,6 +250,7 @@ def run(ctx: click.Context) -> None:
 
 
 from hotline.commands.agent import agent  # noqa: E402  (commands import settings_of from here)
+from hotline.commands.callbacks import callbacks  # noqa: E402
 from hotline.commands.calls import calls  # noqa: E402
 from hotline.commands.queue import queue  # noqa: E402
 from hotline.commands.sip import sip  # noqa: E402
@@ -236,6 +260,7 @@ main.add_command(sip)
 main.add_command(worker)
 main.add_command(scheduler)
 main.add_command(calls)
+main.add_command(callbacks)
 main.add_command(queue)
 main.add_command(agent)
 

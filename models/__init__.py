@@ -4,7 +4,7 @@ from models.alarm import Alarm, AlarmKind
 from models.base import Base
 from models.agent import Agent, AgentEvent, AgentState
 from models.call import Call, CallDirection, CallOutcome, CallState, CallTransfer, HangupParty, TransferKind
-from models.callback import Callback, CallbackKind, CallbackState, Satisfaction
+from models.callback import AttemptOutcome, Callback, CallbackAttempt, CallbackKind, CallbackMode, CallbackState, Satisfaction
 from models.customer import Customer, CustomerPhone, CustomerProduct
 from models.queue import Queue
 from models.recording import Recording, RecordingState
@@ -15,7 +15,8 @@ from models import audit  # noqa: F401  (registers the audit-trail listener)
 
 __all__ = [
     "Agent", "AgentEvent", "AgentState", "Alarm", "AlarmKind", "Base", "Call", "CallDirection", "CallOutcome", "CallState", "CallTransfer", "HangupParty", "TransferKind",
-    "Queue", "Callback", "CallbackKind", "CallbackState", "Satisfaction", "Customer", "CustomerPhone",
+    "Queue", "AttemptOutcome", "Callback", "CallbackAttempt", "CallbackKind", "CallbackMode", "CallbackState",
+    "Satisfaction", "Customer", "CustomerPhone",
     "CustomerProduct", "Recording", "RecordingState", "EventKind", "Priority", "Ticket", "TicketEvent",
     "TicketSequence", "TicketStatus", "TicketType", "Urgency", "Channel", "Transcript",
     "TranscriptSegment", "TranscriptState", "Role", "User",

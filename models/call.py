@@ -13,6 +13,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from models.base import Base, str_enum, utcnow
 
 if TYPE_CHECKING:
+    from models.callback import Callback
     from models.customer import Customer
     from models.queue import Queue
     from models.recording import Recording
@@ -48,12 +49,19 @@ class CallOutcome(str, Enum):
     REJECTED = "rejected"  # e.g. no common codec
     NO_ANSWER = "no_answer"
     BUSY = "busy"
+    KEPT_PLACE = "kept_place"  # the caller chose to be called back and hung up (virtual hold)
 
 
 class TransferKind(str, Enum):
     OVERFLOW = "overflow"  # waited past the queue's maximum: moved to its overflow queue
     BLIND = "blind"
     ATTENDED = "attended"
+
+
+class SupervisionMode(str, Enum):
+    LISTEN = "listen"  # 监听: the supervisor hears customer and agent, nobody hears them
+    WHISPER = "whisper"  # 耳语: the agent hears them too
+    BARGE = "barge"  # 强插: everyone hears everyone
 
 
 class HangupParty(str, Enum):
@@ -94,11 +102,15 @@ class Call(Base):
 
     customer: Mapped[Customer | None] = relationship()
     ticket: Mapped[Ticket | None] = relationship(back_populates="calls")
+    callback: Mapped[Callback | None] = relationship()
     queue: Mapped[Queue | None] = relationship()
     agent: Mapped[User | None] = relationship()
     previous_call: Mapped[Call | None] = relationship(remote_side=[id])
     recordings: Mapped[list[Recording]] = relationship(back_populates="call", order_by="Recording.id")
     transfers: Mapped[list[CallTransfer]] = relationship(back_populates="call", order_by="CallTransfer.id")
+    segments: Mapped[list[CallSegment]] = relationship(back_populates="call", order_by="CallSegment.id")
+    supervisions: Mapped[list[CallSupervision]] = relationship(back_populates="call",
+                                                               order_by="CallSupervision.id")
 
     @property
     def recording(self) -> Recording | None:
@@ -118,3 +130,40 @@ class CallTransfer(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
     call: Mapped[Call] = relationship(back_populates="transfers")
+
+
+class CallSegment(Base):
+    """An agent serving the customer (the recording's right channel) from ``started_at`` to ``ended_at``.
+
+    Kept, not derived from the transfers: who takes a caller passed to a queue, and when, is on no
+    transfer. ``ended_at`` is None while the agent still has the caller.
+    """
+
+    __tablename__ = "call_segments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"), index=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+
+    call: Mapped[Call] = relationship(back_populates="segments")
+    agent: Mapped[User] = relationship()
+
+
+class CallSupervision(Base):
+    """A supervisor on the call in one mode, from joining (or changing to it) until leaving (or changing)."""
+
+    __tablename__ = "call_supervisions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"), index=True)
+    # The wallboard rings the supervisor's extension; the user is whoever has it (None: nobody now).
+    supervisor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    extension: Mapped[str] = mapped_column(String(32))
+    mode: Mapped[SupervisionMode] = mapped_column(str_enum(SupervisionMode))
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+
+    call: Mapped[Call] = relationship(back_populates="supervisions")
+    supervisor: Mapped[User | None] = relationship()

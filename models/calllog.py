@@ -8,6 +8,7 @@ path). They write rows only; the jobs that follow a commit are the caller's to e
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -16,11 +17,14 @@ from config import Settings
 from models.alarm import Alarm, AlarmKind
 from models.audit import acting_as
 from models.base import utcnow
-from models.call import Call, CallDirection, CallOutcome, CallState, CallTransfer, HangupParty, TransferKind, new_call_uid
+from models.call import (
+    Call, CallDirection, CallOutcome, CallSegment, CallState, CallSupervision, CallTransfer, HangupParty, SupervisionMode,
+    TransferKind, new_call_uid,
+)
 from models.directory import customer_for_number
 from models.phone import normalize
 from models.recording import Recording, RecordingState
-from models.ticket import EventKind, Ticket, TicketEvent, TicketType
+from models.ticket import EventKind, Ticket, TicketEvent, TicketHandler, TicketType
 from models.ticketing import create_ticket, open_ticket_of
 from models.user import User
 
@@ -83,13 +87,24 @@ STATE_TIMESTAMPS = {
 
 
 def mark_state(session: Session, call: Call, state: CallState, at: datetime | None = None) -> None:
-    """Move the call to ``state``, stamping the state's column the first time; an ended call stays ended."""
+    """Move the call to ``state``, stamping the state's column the first time; an ended call stays ended.
+
+    Queued again (a transfer to a queue) or ended, nobody serves the customer any more: the agent's
+    segment closes; at the end, so does any supervisor's.
+    """
     if call.state is CallState.ENDED:
         return
+    at = at or utcnow()
     call.state = state
     column = STATE_TIMESTAMPS.get(state)
     if column and getattr(call, column) is None:
-        setattr(call, column, at or utcnow())
+        setattr(call, column, at)
+    if state in (CallState.QUEUED, CallState.ENDED):
+        _agent_leaves(call, at)
+    if state is CallState.ENDED:
+        for supervision in call.supervisions:
+            if supervision.ended_at is None:
+                supervision.ended_at = at
     session.flush()
 
 
@@ -108,13 +123,60 @@ def mark_ended(session: Session, call: Call, *, outcome: CallOutcome, hangup_by:
 
 
 def mark_bridged(session: Session, call: Call, agent: User, at: datetime | None = None) -> None:
-    """The agent took the call; the first agent to take the contact owns its ticket (首问负责制)."""
+    """The agent took the call: their segment starts, and they become a handler of its ticket.
+
+    The first agent to take the contact owns the ticket (首问负责制); a call whose ticket is linked
+    later gets its agents then (``ticket_for_call``).
+    """
+    at = at or utcnow()
     call.agent = agent
+    if call.state is not CallState.ENDED:
+        _agent_takes(session, call, agent, at)
     mark_state(session, call, CallState.BRIDGED, at)
-    if call.ticket is not None and call.ticket.owner_id is None:
+    if call.ticket is not None:
+        _handled_by(session, call.ticket, agent, at)
+
+
+def _agent_takes(session: Session, call: Call, agent: User, at: datetime) -> None:
+    """A segment for ``agent`` from ``at``, closing the one before; the same agent again (off hold,
+    back from a failed transfer) goes on in their segment."""
+    current = _open_segment(call)
+    if current is not None and current.agent_id == agent.id:
+        return
+    if current is not None:
+        current.ended_at = at
+    session.add(CallSegment(call=call, agent=agent, started_at=at))
+
+
+def _agent_leaves(call: Call, at: datetime) -> None:
+    current = _open_segment(call)
+    if current is not None:
+        current.ended_at = at
+
+
+def _open_segment(call: Call) -> CallSegment | None:
+    return next((segment for segment in reversed(call.segments) if segment.ended_at is None), None)
+
+
+def _handled_by(session: Session, ticket: Ticket, agent: User, since: datetime) -> None:
+    """``agent`` handles the ticket (once); the first to take the contact owns it (首问负责制)."""
+    if not any(handler.user_id == agent.id for handler in ticket.handlers):
+        session.add(TicketHandler(ticket=ticket, user=agent, since=since))
+    if ticket.owner_id is None:
         with acting_as(session, agent.id):
-            call.ticket.owner_id = agent.id
+            ticket.owner_id = agent.id
             session.flush()
+    session.flush()
+
+
+def agent_segments(call: Call) -> list[dict[str, Any]]:
+    """Who served the customer from when to when (``to`` None: still serving), in order.
+
+    The recording's right channel holds each of them in turn; between two segments the caller
+    waited (on hold music, or in a queue after a transfer to it).
+    """
+    return [{"agent": segment.agent.username, "from": segment.started_at, "to": segment.ended_at}
+            for segment in call.segments]
 
 
 def open_recording(session: Session, settings: Settings, call: Call, path: str, *, sample_rate: int = 8000,
@@ -162,7 +224,9 @@ def ticket_for_call(session: Session, settings: Settings, call: Call, at: dateti
     """
     if call.ticket is not None:
         return call.ticket
-    ticket = open_ticket_of(session, call.customer_id) if call.customer_id else None
+    ticket = call.callback.ticket if call.callback is not None else None  # a revisit belongs to its ticket
+    if ticket is None and call.customer_id:
+        ticket = open_ticket_of(session, call.customer_id)
     if ticket is None:
         ticket = create_ticket(
             session, settings, ticket_type=TicketType.INQUIRY, customer=call.customer, phone=call.caller_id,
@@ -173,6 +237,8 @@ def ticket_for_call(session: Session, settings: Settings, call: Call, at: dateti
     session.add(TicketEvent(ticket=ticket, at=at or utcnow(), kind=EventKind.CALL_LINKED,
                             text=f"通话 #{call.id} ({call.direction.value}, {call.caller_id})",
                             data={"call_id": call.id}))
+    for segment in call.segments:  # agents who took the call before the link (e.g. a staff-first callback)
+        _handled_by(session, ticket, segment.agent, segment.started_at)
     session.flush()
     return ticket
 
@@ -187,12 +253,41 @@ def record_transfer(session: Session, call: Call, kind: TransferKind, from_: str
         return done
     transfer = CallTransfer(call=call, kind=kind, from_=from_, to=to, at=at)
     session.add(transfer)
+    _agent_leaves(call, at)  # the next agent's segment (``mark_bridged``) starts here or when a queue gives them the caller
     if call.ticket is not None:
         session.add(TicketEvent(ticket=call.ticket, at=at, kind=EventKind.TRANSFERRED,
                                 text=f"转接 {from_} → {to} ({kind.value})",
                                 data={"call_id": call.id, "from": from_, "to": to, "kind": kind.value}))
     session.flush()
     return transfer
+
+
+def supervised(session: Session, call: Call, extension: str, mode: SupervisionMode | None,
+               at: datetime | None = None) -> CallSupervision | None:
+    """The supervisor at ``extension`` joined in ``mode``, changed to it, or left (``mode`` None).
+
+    Applied again, it changes nothing: a supervisor already in ``mode`` stays in the same row.
+    """
+    at = at or utcnow()
+    current = next((row for row in reversed(call.supervisions)
+                    if row.extension == extension and row.ended_at is None), None)
+    if current is not None and current.mode is mode:
+        return current
+    if current is not None:
+        current.ended_at = at
+    row = None
+    if mode is not None and call.state is not CallState.ENDED:
+        supervisor = session.scalar(select(User).where(User.extension == extension))
+        row = CallSupervision(call=call, supervisor=supervisor, extension=extension, mode=mode, started_at=at)
+        session.add(row)
+    session.flush()
+    return row
+
+
+def supervisions(call: Call) -> list[dict[str, Any]]:
+    """Each supervisor's part in the call: who (user name, else extension), which mode, from when until when."""
+    return [{"supervisor": row.supervisor.username if row.supervisor else row.extension, "mode": row.mode.value,
+             "at": row.started_at, "until": row.ended_at} for row in call.supervisions]
 
 
 def raise_alarm(session: Session, kind: AlarmKind, message: str, *, call: Call | None = None,

@@ -28,6 +28,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 # Seconds a PostgreSQL connection attempt may take: a server that does not answer is reported, not
 # waited on for the minutes TCP would take to give up.
 CONNECT_TIMEOUT = 5
+IDLE_IN_TRANSACTION_MS = 30_000  # PostgreSQL ends a session idle in a transaction this long
 INIT_ADVICE = "run `hotline init` (or `hotline db upgrade`)"
 START_ADVICE = f"check {DATABASE_URL_SETTING}, or start the server"
 
@@ -86,8 +87,13 @@ def engine_for(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    timeout = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": CONNECT_TIMEOUT}
-    return create_engine(url, pool_pre_ping=True, connect_args=timeout)
+    query = make_url(url).query
+    connect_args: dict[str, object] = {} if "connect_timeout" in query else {"connect_timeout": CONNECT_TIMEOUT}
+    if "options" not in query:
+        # A process cut off from the server mid-transaction (network gone, killed) would otherwise
+        # hold its locks until TCP gives up, hours later; Hotline's transactions take milliseconds.
+        connect_args["options"] = f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

@@ -35,6 +35,7 @@ class Queue(Base):
     ring_timeout_seconds: Mapped[float | None]
     announce_seconds: Mapped[float | None]
     max_wait_seconds: Mapped[float | None]
+    virtual_hold_after_seconds: Mapped[float | None]  # waited this long, a caller may keep their place; 0 never
     overflow_queue_id: Mapped[int | None] = mapped_column(ForeignKey("queues.id"))
 
     overflow_queue: Mapped[Queue | None] = relationship(remote_side=[id])

@@ -39,6 +39,7 @@ class QueueTimers:
     wrap_up: float
     announce: float
     max_wait: float  # 0: no limit
+    virtual_hold_after: float = 0.0  # 0: never offered
 
 
 def timers(queue: Queue, settings: Settings) -> QueueTimers:
@@ -51,7 +52,8 @@ def timers(queue: Queue, settings: Settings) -> QueueTimers:
     return QueueTimers(ring_timeout=own(queue.ring_timeout_seconds, defaults.ring_timeout),
                        wrap_up=own(queue.wrap_up_seconds, defaults.wrap_up_seconds),
                        announce=own(queue.announce_seconds, defaults.announce_seconds),
-                       max_wait=own(queue.max_wait_seconds, defaults.max_wait_seconds))
+                       max_wait=own(queue.max_wait_seconds, defaults.max_wait_seconds),
+                       virtual_hold_after=own(queue.virtual_hold_after_seconds, defaults.virtual_hold_after_seconds))
 
 
 # the settings one by one: what add_queue and set_queue store, and what the CLI and the web UI check as typed

@@ -6,7 +6,7 @@ from datetime import date, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Date, ForeignKey, String, Text
+from sqlalchemy import Date, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, str_enum, utcnow
@@ -53,6 +53,8 @@ class EventKind(str, Enum):
     ESCALATED = "escalated"
     TRANSCRIPT = "transcript"
     TRANSFERRED = "transferred"  # the call was passed to another agent or queue (转接)
+    CALLBACK = "callback"  # a revisit scheduled, answered or given up (回访)
+    IMPROVEMENT = "improvement"  # a low score or 不满意 started the improvement process
 
 
 class Ticket(Base):
@@ -87,12 +89,17 @@ class Ticket(Base):
     warned_at: Mapped[datetime | None]  # 预警: flagged overdue
     resolved_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
+    # A revisit scored it low or 不满意: the improvement process (改进) is open on it.
+    improvement_flagged_at: Mapped[datetime | None]
 
     customer: Mapped[Customer | None] = relationship()
     owner: Mapped[User | None] = relationship()
     calls: Mapped[list[Call]] = relationship(back_populates="ticket", order_by="Call.ring_at")
     events: Mapped[list[TicketEvent]] = relationship(
         back_populates="ticket", order_by="TicketEvent.id", passive_deletes="all"
+    )
+    handlers: Mapped[list[TicketHandler]] = relationship(
+        back_populates="ticket", order_by="TicketHandler.id", passive_deletes="all"
     )
 
 
@@ -114,6 +121,22 @@ class TicketEvent(Base):
 
     ticket: Mapped[Ticket] = relationship(back_populates="events")
     actor: Mapped[User | None] = relationship()
+
+
+class TicketHandler(Base):
+    """An agent who served the customer on a call of the ticket (处理人): the owner first, then each
+    agent a transfer brought; once per agent, ``since`` their first time."""
+
+    __tablename__ = "ticket_handlers"
+    __table_args__ = (UniqueConstraint("ticket_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    since: Mapped[datetime] = mapped_column(default=utcnow)
+
+    ticket: Mapped[Ticket] = relationship(back_populates="handlers")
+    user: Mapped[User] = relationship()
 
 
 class TicketSequence(Base):

@@ -229,7 +229,7 @@ def open_ticket_of(session: Session, customer_id: int) -> Ticket | None:
 
 
 def ticket_as_dict(ticket: Ticket) -> dict[str, Any]:
-    """The ticket with its events and linked calls, in JSON-ready form (CLI and web UI)."""
+    """The ticket with its events, linked calls and handlers (处理人), in JSON-ready form (CLI and web UI)."""
     def plain(value: Any) -> Any:
         if isinstance(value, (datetime, date)):
             return value.isoformat()
@@ -240,4 +240,6 @@ def ticket_as_dict(ticket: Ticket) -> dict[str, Any]:
         {c.key: plain(getattr(e, c.key)) for c in TicketEvent.__table__.columns} for e in ticket.events
     ]
     columns["calls"] = [call.id for call in ticket.calls]
+    columns["handlers"] = [{"user": handler.user.username, "since": handler.since.isoformat()}
+                           for handler in ticket.handlers]
     return columns

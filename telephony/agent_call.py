@@ -11,6 +11,7 @@ music instead of silence.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from enum import Enum
 
@@ -47,20 +48,20 @@ class AgentCall:
         self.dialog: sip.Dialog | None = None
         self.rang_at = 0.0
 
-    def ring(self, caller_id: str, customer: sip.Dialog, timeout: float) -> Ring:
-        """Ring the agent for up to ``timeout`` s; CANCEL at once if ``customer`` hangs up meanwhile."""
+    def ring(self, caller_id: str, customer_gone: threading.Event, timeout: float) -> Ring:
+        """Ring the agent for up to ``timeout`` s; CANCEL at once if the customer hangs up (``customer_gone``) meanwhile."""
         self.rang_at = time.monotonic()
         self.dialog = dialog = self.endpoint.dial(self.offer.extension, self.leg.local_port, caller_id=caller_id,
                                                   timeout=timeout)
         while not dialog.ended.is_set():
             if dialog.answered.wait(WATCH_INTERVAL / 2):
                 return Ring.ANSWERED
-            if customer.ended.is_set():
+            if customer_gone.is_set():
                 dialog.hangup()  # CANCEL: never ring an agent for a caller who has gone
                 return Ring.CALLER_GONE
         if dialog.answered.is_set():
             return Ring.ANSWERED
-        if customer.ended.is_set():
+        if customer_gone.is_set():
             return Ring.CALLER_GONE
         return Ring.UNREACHABLE if dialog.status in UNREACHABLE_STATUSES else Ring.MISSED
 

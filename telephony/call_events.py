@@ -1,4 +1,4 @@
-"""What the call flows report — ringing, states, recordings, alarms, the end — written by a writer of its own.
+"""What the call flows report — ringing, states, transfers, supervisors, recordings, alarms, the end — written by a writer of its own.
 
 A call flow never waits on the database: each report is appended to a durable local journal
 (``HOTLINE_HOME/journal/calls.jsonl``) and returns. One writer thread applies the reports to the
@@ -32,10 +32,10 @@ from sqlalchemy.orm import Session
 from config import Settings
 from models.alarm import AlarmKind
 from models.base import utcnow
-from models.call import Call, CallDirection, CallOutcome, CallState, HangupParty, TransferKind
+from models.call import Call, CallDirection, CallOutcome, CallState, HangupParty, SupervisionMode, TransferKind
 from models.calllog import (
     TRANSCRIBABLE, call_by_uid, close_recording, log_call, mark_bridged, mark_ended, mark_state, open_recording,
-    raise_alarm, record_transfer, ticket_for_call, unfinished_calls, unfinished_recordings,
+    raise_alarm, record_transfer, supervised, ticket_for_call, unfinished_calls, unfinished_recordings,
 )
 from models.db import session_scope
 from models.recording import Recording, RecordingState
@@ -56,6 +56,7 @@ class CallEvent(str, Enum):
     RINGING = "ringing"
     STATE = "state"
     TRANSFERRED = "transferred"
+    SUPERVISED = "supervised"
     RECORDING_OPENED = "recording_opened"
     RECORDING_CLOSED = "recording_closed"
     ALARM = "alarm"
@@ -99,6 +100,7 @@ class CallEvents:
             CallEvent.RINGING: self._apply_ringing,
             CallEvent.STATE: self._apply_state,
             CallEvent.TRANSFERRED: self._apply_transferred,
+            CallEvent.SUPERVISED: self._apply_supervised,
             CallEvent.RECORDING_OPENED: self._apply_recording_opened,
             CallEvent.RECORDING_CLOSED: self._apply_recording_closed,
             CallEvent.ALARM: self._apply_alarm,
@@ -155,6 +157,12 @@ class CallEvents:
         """The call passed from ``from_`` to ``to`` (agent or queue names); ``agent_id``: the agent who has it now."""
         self._report(CallEvent.TRANSFERRED, uid, at, kind=TransferKind(kind).value, from_=from_, to=to,
                      agent_id=agent_id)
+
+    def supervised(self, uid: str, extension: str, mode: SupervisionMode | None, at: datetime | None = None) -> None:
+        """The supervisor at ``extension`` joined the call in ``mode`` (listen, whisper, barge), changed to it,
+        or left it (``mode`` None)."""
+        self._report(CallEvent.SUPERVISED, uid, at, extension=extension,
+                     mode=SupervisionMode(mode).value if mode is not None else None)
 
     def recording_opened(self, uid: str, path: str, *, sample_rate: int, channels: int,
                          at: datetime | None = None) -> None:
@@ -236,6 +244,11 @@ class CallEvents:
         record_transfer(session, call, TransferKind(report["kind"]), report["from_"], report["to"], at)
         if report["agent_id"] is not None:  # the new agent serves the caller now; the owner stays (首问负责制)
             mark_bridged(session, call, session.get_one(User, report["agent_id"]), at)
+        return []
+
+    def _apply_supervised(self, session: Session, report: dict[str, Any], at: datetime) -> Jobs:
+        mode = SupervisionMode(report["mode"]) if report["mode"] is not None else None
+        supervised(session, _call(session, report["uid"]), report["extension"], mode, at)
         return []
 
     def _apply_recording_opened(self, session: Session, report: dict[str, Any], at: datetime) -> Jobs:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -114,6 +114,16 @@ class CallMedia:
     def _alarm(self, kind: AlarmKind, message: str) -> None:
         log.error("%s", message)
         self.events.alarm(self.uid, kind, message)
+
+
+def wall_clock(monotonic: float) -> datetime:
+    """The UTC time of a ``time.monotonic()`` reading (when an INVITE arrived, when a caller joined a queue)."""
+    return datetime.now(timezone.utc) - timedelta(seconds=time.monotonic() - monotonic)
+
+
+def monotonic_of(at: datetime) -> float:
+    """The ``time.monotonic()`` reading of a UTC time (a kept place's moment, read back after a restart)."""
+    return time.monotonic() - (datetime.now(timezone.utc) - at).total_seconds()
 
 
 def recording_path(settings: Settings, uid: str, at: datetime | None = None) -> Path:

@@ -114,6 +114,7 @@ class Distributor:
         self._queues_read = 0.0
         self._watchdog_run = 0.0
         self._threads: list[threading.Thread] = []
+        self.queues_read = threading.Event()  # the queues are known (after the first round)
 
     # lifecycle
 
@@ -167,12 +168,15 @@ class Distributor:
         return claimed[0] if claimed else None
 
     def enqueue(self, uid: str, caller: str, queue: QueueInfo, *, at_head: bool = False,
-                passed_by: int | None = None) -> WaitingCall:
-        """Queue a caller, last or (a transferred caller, served already) first; never offered to ``passed_by``."""
+                passed_by: int | None = None, since: float | None = None) -> WaitingCall:
+        """Queue a caller, last, first (a transferred caller, served already) or at the place they joined
+        at ``since`` (a kept place); never offered to ``passed_by``."""
         waiting = WaitingCall(uid, caller, queue)
         if passed_by is not None:
             waiting.passed_by.add(passed_by)
         with self._lock:
+            if since is not None:
+                waiting.since = since
             if at_head:
                 waiting.since = min((w.since for w in self._waiting), default=waiting.since) - 0.001
             self._waiting.append(waiting)
@@ -305,6 +309,7 @@ class Distributor:
         queues = all_queues(session)
         self._queues = [QueueInfo(q.id, q.name, q.display_name or q.name, q.menu_key, tuple(q.numbers),
                                   timers(q, self.settings), q.overflow_queue_id) for q in queues]
+        self.queues_read.set()
         agents = session.scalars(select(Agent).where(Agent.state.in_(STAFFED))).all()
         self._figures = {
             q.id: QueueFigures(staffed=sum(1 for agent in agents if agent_rules.serves(agent, q)),

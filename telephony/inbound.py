@@ -18,18 +18,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
 
 from config import Settings
 from models.queues import route
 from models.call import CallDirection, CallOutcome, CallState, HangupParty, new_call_uid
 from telephony import sip
 from telephony.call_events import CallEvents
-from telephony.call_media import WATCH_INTERVAL, CallMedia
+from telephony.call_media import WATCH_INTERVAL, CallMedia, wall_clock
 from telephony.distributor import Distributor, QueueInfo
 from telephony.media import MediaEngine
 from telephony.prompts import PromptLibrary
 from telephony.queued_call import QueuedCall
+from telephony.virtual_hold import VirtualHold
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +38,15 @@ class InboundFlow:
     """Runs one inbound call from its INVITE to its end, on a thread of its own."""
 
     def __init__(self, settings: Settings, endpoint: sip.Endpoint, media: MediaEngine, events: CallEvents,
-                 distributor: Distributor, prompts: Callable[[], PromptLibrary]) -> None:
+                 distributor: Distributor, prompts: Callable[[], PromptLibrary],
+                 virtual_hold: VirtualHold | None = None) -> None:
         self.settings = settings
         self.endpoint = endpoint
         self.media = media
         self.events = events
         self.distributor = distributor
         self.prompts = prompts
+        self.virtual_hold = virtual_hold
         self.queued: dict[str, QueuedCall] = {}  # by calls.uid: the calls a desk may ask to hold
 
     def run(self, dialog: sip.Dialog, stop: threading.Event) -> None:
@@ -104,7 +106,7 @@ class InboundFlow:
                 return self._ended_early(dialog, call_media)
             queue = route(queues, key)
         queued = QueuedCall(self.settings, self.endpoint, self.media, self.events, self.distributor, self.prompts(),
-                            uid, dialog, call_media)
+                            uid, dialog, call_media, self.virtual_hold)
         self.queued[uid] = queued
         try:
             return queued.run(queue, stop)
@@ -149,8 +151,3 @@ class InboundFlow:
         silent = time.monotonic() - call_media.leg.last_rx > self.settings.sip.no_audio_timeout
         call_media.close_with(self.prompts().closing(), dialog)
         return CallOutcome.NO_AUDIO if silent else CallOutcome.FAILED, HangupParty.SYSTEM
-
-
-def wall_clock(monotonic: float) -> datetime:
-    """The UTC time of a ``time.monotonic()`` reading (when the INVITE arrived)."""
-    return datetime.now(timezone.utc) - timedelta(seconds=time.monotonic() - monotonic)

@@ -306,6 +306,8 @@ class MediaLeg:
         self.stats = LegStats()
         self.last_rx = time.monotonic()
         self.on_dtmf: Callable[[str], None] | None = None
+        # Each frame heard from the far end (20 ms of 16-bit PCM), on the media thread: keep it short.
+        self.on_frame: Callable[[bytes], None] | None = None
         self.on_recorder_error: Callable[[Exception], None] | None = None
         self.recorder_error: Exception | None = None
         self.closed = False
@@ -492,6 +494,8 @@ class MediaLeg:
 
     def _take_received(self) -> None:
         self._rx_frame = self._jitter.pop() or g711.SILENCE_FRAME
+        if self.on_frame is not None:
+            self.on_frame(self._rx_frame)
 
     def _next_outgoing(self) -> bytes:
         sources = self._sources

@@ -64,11 +64,11 @@ class OutboundFlow:
         self.active: set[OutboundCall] = set()  # placed and not yet done
 
     def dial(self, number: str, *, caller_id: str | None = None, callback_id: int | None = None,
-             timeout: float | None = None) -> OutboundCall:
-        """Call ``number`` (an extension or, through the PBX's trunk, a phone number)."""
-        uid = new_call_uid()
+             timeout: float | None = None, uid: str | None = None) -> OutboundCall:
+        """Call ``number`` (an extension or, through the PBX's trunk, a phone number); ``uid``: the call's, if chosen already."""
+        uid = uid or new_call_uid()
         call_media = CallMedia(self.settings, self.media, self.events, uid)
-        dialog = self.endpoint.dial(number, call_media.leg.local_port, caller_id=caller_id,
+        dialog = self.endpoint.dial(dial_string(number, self.settings), call_media.leg.local_port, caller_id=caller_id,
                                     timeout=self.settings.sip.dial_timeout if timeout is None else timeout)
         self.events.ringing(uid, direction=CallDirection.OUTBOUND, caller=number, callee=dialog.caller,
                             sip_call_id=dialog.call_id, callback_id=callback_id)
@@ -99,6 +99,14 @@ class OutboundFlow:
         call.media.record()
         self.events.state(call.uid, CallState.GREETING)
         call.media.report_recording()
+
+
+def dial_string(number: str, settings: Settings) -> str:
+    """An extension of the PBX as it is; any other number behind ``sip.trunk_prefix``, for the PBX's trunk."""
+    digits = number.lstrip("+")
+    if digits.isdigit() and not number.startswith("+") and len(digits) <= settings.sip.extension_max_digits:
+        return number
+    return settings.sip.trunk_prefix + number
 
 
 def outcome_of(dialog: sip.Dialog) -> tuple[CallOutcome, HangupParty]:

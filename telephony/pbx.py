@@ -127,7 +127,11 @@ route[RELAY] {{
 }}
 
 route[WITHINDLG] {{
-    if (loose_route()) {{ route(RELAY); }}
+    if (loose_route()) {{
+        # Linphone's Contact is a GRUU (sip:2001@host;gr=…, no port): only the registrar knows where it is.
+        if ($(ru{{uri.param,gr}}) != "") {{ lookup("location"); }}
+        route(RELAY);
+    }}
     if (is_method("ACK")) {{
         if (t_check_trans()) {{ t_relay(); }}
         exit;

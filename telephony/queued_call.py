@@ -10,6 +10,7 @@ up first ends the other leg; when the agent does, the caller hears the closing p
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from telephony.distributor import Distributor, Offer, QueueInfo, WaitingCall
 from telephony.media import MediaEngine, MediaLeg
 from telephony.prompts import PromptLibrary
 from telephony.supervision import Mode, Supervision
+from telephony.virtual_hold import KeepPlace, VirtualHold
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ class QueuedCall:
 
     def __init__(self, settings: Settings, endpoint: sip.Endpoint, engine: MediaEngine, events: CallEvents,
                  distributor: Distributor, prompts: PromptLibrary, uid: str, dialog: sip.Dialog,
-                 call_media: CallMedia) -> None:
+                 call_media: CallMedia, virtual_hold: VirtualHold | None = None) -> None:
         self.settings = settings
         self.endpoint = endpoint
         self.engine = engine
@@ -55,6 +57,7 @@ class QueuedCall:
         self.supervise: tuple[Mode, str] | None = None  # asked from the wallboard: (mode, supervisor's extension)
         self.consult_with: str | None = None  # attended transfer: the extension the agent consults (desk)
         self.consult_end: str | None = None  # "complete" or "cancel" the consultation (desk)
+        self.keep_place = KeepPlace(settings, prompts, virtual_hold, dialog, call_media) if virtual_hold else None
 
     def request(self, action: str, target: str = "") -> None:
         """A request from the web UI: ``hold``, ``resume`` or ``transfer`` to ``target`` (the call's thread acts)."""
@@ -107,6 +110,8 @@ class QueuedCall:
                 self._announce(waiting)
                 next_announcement = time.monotonic() + waiting.queue.timers.announce
             self._overflow(waiting)
+            if self.keep_place is not None and self.keep_place.kept(waiting):
+                return CallOutcome.KEPT_PLACE, HangupParty.SYSTEM
         return CallOutcome.ABANDONED, HangupParty.CUSTOMER
 
     def _announce(self, waiting: WaitingCall) -> None:
@@ -120,7 +125,7 @@ class QueuedCall:
             return
         target = self.distributor.queue_by_id(waiting.queue.overflow_id)
         if target is None:
-            return  # no overflow queue: the caller stays (virtual hold comes with the transfers issue)
+            return  # no overflow queue: the caller stays
         log.info("call %s waited %.0f s in %s: overflows to %s", self.uid, time.monotonic() - waiting.queued,
                  waiting.queue.name, target.name)
         self.events.transferred(self.uid, TransferKind.OVERFLOW, waiting.queue.name, target.name)
@@ -130,7 +135,7 @@ class QueuedCall:
     def _ring(self, offer: Offer, waiting: WaitingCall, stop: threading.Event) -> Ending | None:
         """Ring the offered agent; the call's ending, or None when the caller waits on."""
         agent = AgentCall(self.settings, self.endpoint, self.engine, offer)
-        ring = agent.ring(self.dialog.caller, self.dialog, waiting.queue.timers.ring_timeout)
+        ring = agent.ring(self.dialog.caller, self.dialog.ended, waiting.queue.timers.ring_timeout)
         log.info("call %s: agent %s %s after %.1f s", self.uid, offer.username, ring.value,
                  time.monotonic() - agent.rang_at)
         if ring is Ring.ANSWERED:
@@ -228,7 +233,8 @@ class QueuedCall:
             else:
                 if supervisor is not None:
                     supervisor.leave(leg, agent.leg)
-                supervisor = Supervision(self.endpoint, self.engine, extension, mode)
+                supervisor = Supervision(self.endpoint, self.engine, extension, mode,
+                                         functools.partial(self.events.supervised, self.uid))
                 supervisor.ring(self.dialog.caller, self.settings.queues.ring_timeout)
         if supervisor is None:
             return None
@@ -252,7 +258,7 @@ class QueuedCall:
             log.info("call %s: %s cannot consult %s: not available", self.uid, agent.offer.username, target)
             return agent
         colleague = AgentCall(self.settings, self.endpoint, self.engine, offer)
-        ring = colleague.ring(self.dialog.caller, self.dialog, waiting.queue.timers.ring_timeout)
+        ring = colleague.ring(self.dialog.caller, self.dialog.ended, waiting.queue.timers.ring_timeout)
         if ring is not Ring.ANSWERED:
             colleague.close()
             self._unanswered(ring, offer, None)
@@ -324,7 +330,7 @@ class QueuedCall:
         ring = Ring.MISSED
         if offer is not None:
             next_agent = AgentCall(self.settings, self.endpoint, self.engine, offer)
-            ring = next_agent.ring(self.dialog.caller, self.dialog, waiting.queue.timers.ring_timeout)
+            ring = next_agent.ring(self.dialog.caller, self.dialog.ended, waiting.queue.timers.ring_timeout)
             if ring is Ring.ANSWERED:
                 notify(200)
                 self._let_go(agent, waiting)

@@ -19,13 +19,16 @@ from config import Settings
 from models.alarm import AlarmKind
 from telephony import sip
 from telephony.call_events import CallEvents
+from telephony.dialler import Dialler
 from telephony.distributor import Distributor
 from telephony.inbound import InboundFlow
 from telephony.media import MediaEngine
 from telephony.outbound import OutboundCall, OutboundFlow
 from telephony.pbx import LocalPbx, hotline_extensions, user_extensions
 from telephony.prompts import PromptLibrary
+from telephony.virtual_hold import VirtualHold
 from workers import bus
+from workers.dialler import DiallerService
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +56,15 @@ class HotlineService:
             self.endpoint.add_account(number, sip_settings.hotline_password)
         self._prompts = prompts
         self.distributor = Distributor(settings)
-        self.inbound = InboundFlow(settings, self.endpoint, self.media, self.events, self.distributor, self.prompts)
-        self.outbound = OutboundFlow(settings, self.endpoint, self.media, self.events)
         self._threads: set[threading.Thread] = set()
         self._stopping = threading.Event()
+        self.outbound = OutboundFlow(settings, self.endpoint, self.media, self.events)
+        self.dialler = Dialler(settings, self.endpoint, self.media, self.outbound, self.distributor, self.prompts,
+                               self._stopping)
+        self.dialler_jobs = DiallerService(settings, self.dialler.take)
+        self.virtual_hold = VirtualHold(settings, self.distributor, self.dialler, self._stopping)
+        self.inbound = InboundFlow(settings, self.endpoint, self.media, self.events, self.distributor, self.prompts,
+                                   self.virtual_hold)
         self._registration_alarmed: set[str] = set()
 
     def prompts(self) -> PromptLibrary:
@@ -81,6 +89,8 @@ class HotlineService:
         self.media.start()
         self.endpoint.start()
         self.distributor.start()
+        self.dialler_jobs.start()
+        threading.Thread(target=self.virtual_hold.restore, name="virtual-hold-restore", daemon=True).start()
         threading.Thread(target=self._take_call_requests, name="call-requests", daemon=True).start()
         registered = self.endpoint.wait_registered(register_timeout)
         if not registered:
@@ -90,7 +100,8 @@ class HotlineService:
     def stop(self) -> None:
         """Close every call from our side (closing prompt, BYE), then stop everything."""
         self._stopping.set()
-        for thread in list(self._threads):
+        self.dialler_jobs.stop()
+        for thread in [*self._threads, *self.dialler.running]:
             thread.join(STOP_TIMEOUT)
         self.endpoint.stop()  # hangs up the calls we placed too; their threads report how they ended
         for call in list(self.outbound.active):

@@ -3,33 +3,41 @@
 The supervisor's softphone is rung (caller ID: the customer's number) and joins the call through
 the media engine, which gives each leg its own mix: listening, the supervisor hears customer and
 agent and nobody hears them; whispering, the agent hears them too; barging in, everyone does.
+Joining, each change of mode and leaving are reported (``report``), so each is an event on the call.
 """
 
 from __future__ import annotations
 
 import logging
-from enum import Enum
+from collections.abc import Callable
 
+from models.call import SupervisionMode
 from telephony import sip
 from telephony.media import MediaEngine, MediaLeg
 
 log = logging.getLogger(__name__)
 
 
-class Mode(str, Enum):
-    LISTEN = "listen"
-    WHISPER = "whisper"
-    BARGE = "barge"
+Mode = SupervisionMode  # listen, whisper, barge: as the call log keeps them
+
+# Told (extension, mode) when the supervisor joins or changes mode, (extension, None) when they leave.
+Report = Callable[[str, Mode | None], None]
+
+
+def _no_report(_extension: str, _mode: Mode | None) -> None:
+    return None
 
 
 class Supervision:
     """One supervisor's leg on one call, from the INVITE to their BYE (or the call's end)."""
 
-    def __init__(self, endpoint: sip.Endpoint, engine: MediaEngine, extension: str, mode: Mode) -> None:
+    def __init__(self, endpoint: sip.Endpoint, engine: MediaEngine, extension: str, mode: Mode,
+                 report: Report = _no_report) -> None:
         self.endpoint = endpoint
         self.engine = engine
         self.extension = extension
         self.mode = mode
+        self.report = report
         self.leg: MediaLeg = engine.open_leg()
         self.dialog: sip.Dialog | None = None
         self._joined = False
@@ -52,11 +60,15 @@ class Supervision:
                          dialog.codec.dtmf_payload_type)
         self._joined = True
         self._mix(customer, agent)
+        self.report(self.extension, self.mode)
 
     def change(self, mode: Mode, customer: MediaLeg, agent: MediaLeg) -> None:
-        self.mode = mode
+        """Another mode on the same leg; before the answer, it is the mode they join in."""
+        changed, self.mode = mode is not self.mode, mode
         if self._joined:
             self._mix(customer, agent)
+            if changed:
+                self.report(self.extension, mode)
 
     def _mix(self, customer: MediaLeg, agent: MediaLeg) -> None:
         """Who hears whom: the supervisor hears both; the agent hears them whispering; everyone, barging in."""
@@ -73,3 +85,6 @@ class Supervision:
         if not (customer.closed or agent.closed):
             self.engine.bridge(customer, agent)
         self.leg.close()
+        if self._joined:
+            self._joined = False
+            self.report(self.extension, None)

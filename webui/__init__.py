@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     zone = ZoneInfo(settings.general.timezone)
     app.jinja_env.filters["localtime"] = lambda moment, fmt="%Y-%m-%d %H:%M:%S": moment.astimezone(zone).strftime(fmt)
 
-    from webui import admin, auth, calls, desk, tickets, wallboard
+    from webui import admin, auth, callbacks, calls, desk, tickets, wallboard
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(calls.bp)
@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(desk.bp)
     app.register_blueprint(wallboard.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(callbacks.bp)
     app.add_url_rule("/", endpoint="index", view_func=calls.index)
     app.add_url_rule("/healthz", endpoint="healthz", view_func=lambda: {"status": "ok"})
     app.teardown_appcontext(_close_db)

@@ -135,13 +135,14 @@ class QueueForm(RuleForm):
     wrap_up_seconds = SecondsField(_l("Wrap-up"))
     announce_seconds = SecondsField(_l("Announcement period"))
     max_wait_seconds = SecondsField(_l("Maximum wait"))
+    virtual_hold_after_seconds = SecondsField(_l("Virtual hold after"))
     # Any name reaches the rule, which says when there is no such queue.
     overflow = SelectField(_l("Overflow to"), validate_choice=False, filters=[_text])
     language = StringField(_l("Language"), filters=[_text, lambda language: language or None],
                            validators=[rule(partial(check_text, "language"))])
 
     SETTINGS = ("numbers", "menu_key", "skills", "ring_timeout_seconds", "wrap_up_seconds", "announce_seconds",
-                "max_wait_seconds", "language")
+                "max_wait_seconds", "virtual_hold_after_seconds", "language")
 
     def settings(self, name: str) -> dict[str, Any]:
         """The form as ``set_queue``'s fields: an empty display name is the queue's name, no overflow clears it."""

@@ -25,6 +25,8 @@ QUEUE_NAMES = ("telephony", "transcription", "default")
 # Live transcription holds a worker for a whole call: its own queue and workers, so it never
 # delays batch transcription or callbacks.
 LIVE_QUEUE = "live"
+# Callbacks are dialled by ``hotline sip`` (it owns the SIP endpoint), never by ``hotline worker``.
+DIALLER_QUEUE = "dialler"
 # Seconds a connection attempt may take; no read timeout, as RQ blocks reading for minutes.
 CONNECT_TIMEOUT = 5
 START_ADVICE = f"check {REDIS_URL_SETTING}, or start the server"

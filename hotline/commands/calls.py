@@ -9,7 +9,8 @@ import click
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from models.call import Call
+from models.call import Call, CallSegment, CallSupervision
+from models.calllog import agent_segments, supervisions
 
 
 @click.group("calls")
@@ -35,6 +36,8 @@ def call_as_dict(call: Call) -> dict[str, Any]:
         "bridged_at": _time(call.bridged_at),
         "wait_s": wait_seconds(call),
         "transfers": [{"from": t.from_, "to": t.to, "at": _time(t.at), "kind": t.kind.value} for t in call.transfers],
+        "segments": [{"agent": s["agent"], "from": _time(s["from"]), "to": _time(s["to"])} for s in agent_segments(call)],
+        "supervisions": [{**row, "at": _time(row["at"]), "until": _time(row["until"])} for row in supervisions(call)],
         "recording": recording.path if recording else None,
         "ticket": call.ticket.number if call.ticket else None,
     }
@@ -64,7 +67,9 @@ def calls_list(ctx: click.Context, as_json: bool, limit: int) -> None:
     with session_scope(settings_of(ctx)) as session:
         query = (select(Call).order_by(Call.ring_at.desc(), Call.id.desc()).limit(limit)
                  .options(selectinload(Call.recordings), selectinload(Call.ticket), selectinload(Call.queue),
-                          selectinload(Call.agent)))
+                          selectinload(Call.agent), selectinload(Call.transfers),
+                          selectinload(Call.segments).selectinload(CallSegment.agent),
+                          selectinload(Call.supervisions).selectinload(CallSupervision.supervisor)))
         rows = [call_as_dict(call) for call in session.scalars(query)]
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))

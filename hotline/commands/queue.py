@@ -45,6 +45,9 @@ def _queue_options(command: Callable[..., None]) -> Callable[..., None]:
                      help="Position announcement period in seconds (\"\": the default)."),
         click.option("--max-wait", "max_wait_seconds", type=Seconds(),
                      help="Seconds before a caller overflows; 0 never (\"\": the default)."),
+        click.option("--virtual-hold-after", "virtual_hold_after_seconds", type=Seconds(),
+                     help="Seconds before a waiting caller is offered to keep their place and be called back; 0 never "
+                     "(\"\": the default)."),
         click.option("--overflow", metavar="QUEUE", help="Queue callers overflow to (\"\": none)."),
         click.option("--menu-key", metavar="DIGIT", help="DTMF digit 1-9 choosing this queue on a shared number (\"\": none, the "
                      "number's default queue)."),
@@ -169,6 +172,7 @@ def queue_as_dict(found: Queue, settings: Settings) -> dict[str, Any]:
         "wrap_up_s": timer.wrap_up,
         "announce_s": timer.announce,
         "max_wait_s": timer.max_wait,
+        "virtual_hold_after_s": timer.virtual_hold_after,
         "overflow": found.overflow_queue.name if found.overflow_queue else None,
     }
 
@@ -178,5 +182,6 @@ def _line(row: dict[str, Any]) -> str:
     key = f" key {row['menu_key']}" if row["menu_key"] else ""
     skills = f" skills {', '.join(row['skills'])}" if row["skills"] else ""
     overflow = f" → {row['overflow']}" if row["overflow"] else ""
+    kept = f", virtual hold after {row['virtual_hold_after_s']:g} s" if row["virtual_hold_after_s"] else ""
     return (f"{row['name']} ({numbers}{key}){skills}: ring {row['ring_timeout_s']:g} s, wrap-up {row['wrap_up_s']:g} s,"
-            f" announce {row['announce_s']:g} s, max wait {row['max_wait_s']:g} s{overflow}")
+            f" announce {row['announce_s']:g} s, max wait {row['max_wait_s']:g} s{overflow}{kept}")

@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from config import Settings
 from models.db import Unavailable, check_database, database_problem
-from workers.connection import LIVE_QUEUE, QUEUE_NAMES, check_redis, queue, redis_connection, redis_problem
+from workers.connection import DIALLER_QUEUE, LIVE_QUEUE, QUEUE_NAMES, check_redis, queue, redis_connection, redis_problem
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +190,6 @@ def scheduler(ctx: click.Context) -> None:
     settings = settings_of(ctx)
     _log_to_stderr()
     def work(stop: StopRequest) -> None:
-        stop.watch(RQScheduler([*QUEUE_NAMES, LIVE_QUEUE], connection=redis_connection(settings))).work()
+        stop.watch(RQScheduler([*QUEUE_NAMES, LIVE_QUEUE, DIALLER_QUEUE], connection=redis_connection(settings))).work()
 
     serve_through_outages(settings, [check_redis], work)

@@ -116,3 +116,13 @@ def test_a_url_in_the_file_is_checked_like_one_in_the_environment(tmp_path: Path
     path.write_text('[database]\nurl = "mssql://db/x"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="mssql:// is not supported"):
         load_settings(path, env={})
+
+
+def test_a_do_not_call_entry_that_is_no_number_is_refused_when_the_config_is_read() -> None:
+    from pydantic import ValidationError
+
+    from config.defaults import Callbacks
+
+    assert Callbacks(do_not_call=["138-0013-8000", "+86 139 0013 9000"]).do_not_call
+    with pytest.raises(ValidationError, match="not a phone number"):
+        Callbacks(do_not_call=["call me"])

@@ -14,9 +14,11 @@ from sqlalchemy import select
 from config import Settings
 from hotline.cli import main
 from models.accounts import add_user
-from models.call import CallOutcome, CallState, CallTransfer, HangupParty, TransferKind
+from models.call import CallOutcome, CallState, CallTransfer, HangupParty, SupervisionMode, TransferKind
 from models.calllog import (
     close_recording,
+    record_transfer,
+    supervised,
     log_inbound,
     log_outbound,
     mark_answered,
@@ -32,7 +34,8 @@ from models.user import Role, User
 
 MORNING = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)  # 09:00 in Beijing
 FIELDS = {"id", "direction", "caller_id", "callee", "started_at", "answered_at", "ended_at", "outcome", "hangup_by",
-          "queue", "agent", "recording", "ticket", "agent_extension", "bridged_at", "wait_s", "transfers"}
+          "queue", "agent", "recording", "ticket", "agent_extension", "bridged_at", "wait_s", "transfers", "segments",
+          "supervisions"}
 
 
 @pytest.fixture
@@ -76,6 +79,7 @@ def test_json_lists_every_call_newest_first_with_all_fields(call_log: dict[str, 
     assert middle["recording"] == "/recordings/b.wav" and middle["ticket"]
     assert middle["queue"] is None and middle["agent"] is None and middle["agent_extension"] is None
     assert (middle["bridged_at"], middle["wait_s"], middle["transfers"]) == (None, None, [])  # never queued
+    assert (middle["segments"], middle["supervisions"]) == ([], [])
     assert oldest["outcome"] == "cancelled" and oldest["callee"] == "1001" and oldest["recording"] is None
     assert oldest["ticket"] is None and oldest["answered_at"] is None
     assert newest["direction"] == "outbound" and newest["caller_id"] == "+8613800138003"
@@ -143,3 +147,30 @@ def test_a_queued_call_says_who_took_it_and_how_long_the_caller_waited(settings:
                                          "kind": "overflow"}]
     assert (rows[gave_up]["agent"], rows[gave_up]["bridged_at"], rows[gave_up]["wait_s"]) == (None, None, 62.0)
     assert (rows[waiting]["wait_s"], rows[waiting]["ended_at"], rows[waiting]["transfers"]) == (None, None, [])
+
+
+def test_a_transferred_and_supervised_call_lists_its_agents_and_supervisors(settings: Settings, desk: None) -> None:
+    at = lambda seconds: MORNING + timedelta(seconds=seconds)  # noqa: E731
+    with session_scope(settings) as session:
+        li = add_user(session, "li", Role.AGENT, "agent-pass-2", realm=settings.sip.realm, extension="1002")
+        add_user(session, "boss", Role.SUPERVISOR, "boss-pass-1", realm=settings.sip.realm, extension="1009")
+        call = log_inbound(session, settings, caller="13800138001", callee="1000", sip_call_id="t", at=MORNING)
+        mark_state(session, call, CallState.QUEUED, at(5))
+        mark_bridged(session, call, session.scalar(select(User).where(User.username == "zhang")), at(10))
+        supervised(session, call, "1009", SupervisionMode.LISTEN, at(20))
+        supervised(session, call, "1009", SupervisionMode.BARGE, at(30))
+        supervised(session, call, "1009", None, at(40))
+        record_transfer(session, call, TransferKind.BLIND, "zhang", "li", at(60))
+        mark_bridged(session, call, li, at(60))
+        mark_ended(session, call, outcome=CallOutcome.COMPLETED, hangup_by=HangupParty.CUSTOMER, at=at(90))
+        call_id = call.id
+    [row] = [row for row in list_calls() if row["id"] == call_id]
+    assert row["agent"] == "li"  # the call's agent is whoever served the customer last
+    assert row["segments"] == [
+        {"agent": "zhang", "from": "2026-03-02 01:00:10+00:00", "to": "2026-03-02 01:01:00+00:00"},
+        {"agent": "li", "from": "2026-03-02 01:01:00+00:00", "to": "2026-03-02 01:01:30+00:00"},
+    ]
+    assert row["supervisions"] == [
+        {"supervisor": "boss", "mode": "listen", "at": "2026-03-02 01:00:20+00:00", "until": "2026-03-02 01:00:30+00:00"},
+        {"supervisor": "boss", "mode": "barge", "at": "2026-03-02 01:00:30+00:00", "until": "2026-03-02 01:00:40+00:00"},
+    ]

@@ -45,16 +45,26 @@ def test_add_with_every_option_then_list(cli):
     assert rows["技术支持"] == {"name": "技术支持", "display_name": "技术咨询", "numbers": ["1000", "1001"],
                             "skills": ["空调", "粤语:2"], "menu_key": "1", "language": "yue",
                             "ring_timeout_s": 20.0, "wrap_up_s": 10.0, "announce_s": 30.0, "max_wait_s": 300.0,
-                            "overflow": "售后服务"}
+                            "virtual_hold_after_s": 0.0, "overflow": "售后服务"}
     # Timers not given are the [queues] defaults.
     assert rows["售后服务"] == {"name": "售后服务", "display_name": "售后服务", "numbers": [], "skills": [],
                             "menu_key": None, "language": None, "ring_timeout_s": 15.0, "wrap_up_s": 30.0,
-                            "announce_s": 45.0, "max_wait_s": 0.0, "overflow": None}
+                            "announce_s": 45.0, "max_wait_s": 0.0, "virtual_hold_after_s": 0.0,
+                            "overflow": None}
     text = hotline(cli, "queue", "list")
     assert text.output.splitlines() == [
         "售后服务 (no number): ring 15 s, wrap-up 30 s, announce 45 s, max wait 0 s",
         "技术支持 (1000, 1001 key 1) skills 空调, 粤语:2: ring 20 s, wrap-up 10 s, announce 30 s, max wait 300 s → 售后服务",
     ]
+
+
+def test_virtual_hold_is_offered_after_the_seconds_set(cli):
+    assert hotline(cli, "queue", "add", "售后服务", "--virtual-hold-after", "60").exit_code == 0
+    assert listed(cli)["售后服务"]["virtual_hold_after_s"] == 60.0
+    assert hotline(cli, "queue", "list").output.endswith(", virtual hold after 60 s\n")
+    assert hotline(cli, "queue", "set", "售后服务", "--virtual-hold-after", "").exit_code == 0
+    assert listed(cli)["售后服务"]["virtual_hold_after_s"] == 0.0  # the [queues] default: never
+    assert hotline(cli, "queue", "set", "售后服务", "--virtual-hold-after", "-1").exit_code != 0
 
 
 def test_set_changes_only_the_options_given(cli):

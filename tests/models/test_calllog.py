@@ -13,10 +13,11 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from models.alarm import Alarm, AlarmKind
-from models.call import Call, CallDirection, CallOutcome, CallState, HangupParty
+from models.call import Call, CallDirection, CallOutcome, CallState, HangupParty, SupervisionMode, TransferKind
 from models.calllog import (
-    close_recording, log_call, log_outbound, mark_bridged, log_inbound, mark_answered, mark_ended, mark_state,
-    open_recording, raise_alarm, ticket_for_call, unfinished_recordings,
+    agent_segments, close_recording, log_call, log_outbound, mark_bridged, log_inbound, mark_answered, mark_ended,
+    mark_state, open_recording, raise_alarm, record_transfer, supervised, supervisions, ticket_for_call,
+    unfinished_recordings,
 )
 from models.directory import add_customer
 from models.recording import Recording, RecordingState
@@ -168,3 +169,113 @@ def test_first_agent_to_take_the_contact_owns_the_ticket(db, settings):
     assert ticket.owner_id == first_agent.id
     owner_event = [e for e in ticket.events if e.field == "owner_id"]
     assert len(owner_event) == 1 and owner_event[0].actor_id == first_agent.id
+
+
+# --- Transfers: the call's agents in turn, the ticket's handlers; supervisors ----------------
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def agents(db):
+    from models.accounts import add_user
+    from models.user import Role
+
+    return [add_user(db, name, Role.AGENT, f"agent-pass-{n}", realm="hotline", extension=f"100{n}")
+            for n, name in enumerate(("zhang", "li", "wang"), start=1)]
+
+
+def handlers_of(ticket):
+    return [(handler.user.username, handler.since) for handler in ticket.handlers]
+
+
+def test_each_agent_who_serves_the_customer_is_a_handler_once_and_the_first_owns_the_ticket(db, settings):
+    zhang, li, _ = agents(db)
+    call = inbound(db, settings)
+    mark_state(db, call, CallState.QUEUED, at(5))
+    ticket = ticket_for_call(db, settings, call, at=at(5))  # inbound: linked when queued, before any agent
+    mark_bridged(db, call, zhang, at(10))
+    mark_bridged(db, call, zhang, at(10))  # the same report applied again
+    mark_state(db, call, CallState.ON_HOLD, at(30))
+    record_transfer(db, call, TransferKind.BLIND, "zhang", "li", at(40))
+    mark_bridged(db, call, li, at(40))
+    mark_bridged(db, call, li, at(41))  # the flow reports the bridge with li once more
+    mark_ended(db, call, outcome=CallOutcome.COMPLETED, hangup_by=HangupParty.CUSTOMER, at=at(90))
+    later = inbound(db, settings, call_id="c2")  # the customer calls again: zhang takes it
+    ticket_for_call(db, settings, later)
+    mark_bridged(db, later, zhang, at(500))
+    assert handlers_of(ticket) == [("zhang", at(10)), ("li", at(40))]
+    assert ticket.owner_id == zhang.id and call.agent_id == li.id
+    assert len([e for e in ticket.events if e.field == "owner_id"]) == 1
+
+
+def test_agents_of_a_call_linked_to_its_ticket_after_the_bridge_are_its_handlers(db, settings):
+    zhang, li, _ = agents(db)
+    call = log_outbound(db, settings, number="13800138000", caller="1000", sip_call_id="o1", at=at(0))
+    mark_bridged(db, call, zhang, at(10))  # a staff-first callback: the ticket is linked at the end
+    record_transfer(db, call, TransferKind.BLIND, "zhang", "li", at(40))
+    mark_bridged(db, call, li, at(40))
+    mark_ended(db, call, outcome=CallOutcome.COMPLETED, hangup_by=HangupParty.CUSTOMER, at=at(90))
+    ticket = ticket_for_call(db, settings, call, at=at(90))
+    assert handlers_of(ticket) == [("zhang", at(10)), ("li", at(40))]
+    assert ticket.owner_id == zhang.id  # 首问负责制, however late the link
+
+
+def test_segments_follow_the_bridge_each_transfer_and_the_end(db, settings):
+    zhang, li, wang = agents(db)
+    call = inbound(db, settings)
+    mark_state(db, call, CallState.QUEUED, at(5))
+    assert agent_segments(call) == []
+    mark_bridged(db, call, zhang, at(10))
+    assert agent_segments(call) == [{"agent": "zhang", "from": at(10), "to": None}]  # still serving
+    mark_state(db, call, CallState.ON_HOLD, at(20))  # on hold, then back: the same segment
+    mark_state(db, call, CallState.BRIDGED, at(25))
+    record_transfer(db, call, TransferKind.ATTENDED, "zhang", "li", at(40))
+    mark_bridged(db, call, li, at(40))
+    record_transfer(db, call, TransferKind.BLIND, "li", "技术支持", at(60))  # to a queue: li is let go
+    mark_state(db, call, CallState.QUEUED, at(60.2))
+    mark_bridged(db, call, wang, at(75))  # the queue gives the caller to wang
+    mark_ended(db, call, outcome=CallOutcome.COMPLETED, hangup_by=HangupParty.AGENT, at=at(120))
+    mark_ended(db, call, outcome=CallOutcome.COMPLETED, hangup_by=HangupParty.AGENT, at=at(121))  # again
+    assert agent_segments(call) == [
+        {"agent": "zhang", "from": at(10), "to": at(40)},
+        {"agent": "li", "from": at(40), "to": at(60)},
+        {"agent": "wang", "from": at(75), "to": at(120)},
+    ]
+
+
+def test_a_failed_transfer_keeps_the_first_agents_segment(db, settings):
+    zhang, *_ = agents(db)
+    call = inbound(db, settings)
+    mark_bridged(db, call, zhang, at(10))
+    mark_state(db, call, CallState.ON_HOLD, at(20))  # li did not answer: back to zhang
+    mark_bridged(db, call, zhang, at(35))
+    mark_ended(db, call, outcome=CallOutcome.COMPLETED, hangup_by=HangupParty.CUSTOMER, at=at(60))
+    assert agent_segments(call) == [{"agent": "zhang", "from": at(10), "to": at(60)}]
+
+
+def test_a_supervisor_joining_changing_mode_and_leaving_is_on_the_call_once(db, settings):
+    from models.accounts import add_user
+    from models.user import Role
+
+    zhang, *_ = agents(db)
+    add_user(db, "boss", Role.SUPERVISOR, "boss-pass-1", realm="hotline", extension="1009")
+    call = inbound(db, settings)
+    mark_bridged(db, call, zhang, at(10))
+    for _ in range(2):  # each report applied twice (a journal replayed)
+        supervised(db, call, "1009", SupervisionMode.LISTEN, at(20))
+    for _ in range(2):
+        supervised(db, call, "1009", SupervisionMode.WHISPER, at(30))
+    for _ in range(2):
+        supervised(db, call, "1009", None, at(40))
+    supervised(db, call, "1010", SupervisionMode.BARGE, at(50))  # an extension no user has (any more)
+    mark_ended(db, call, outcome=CallOutcome.COMPLETED, hangup_by=HangupParty.CUSTOMER, at=at(60))
+    supervised(db, call, "1009", SupervisionMode.LISTEN, at(70))  # too late: the call is over
+    assert supervisions(call) == [
+        {"supervisor": "boss", "mode": "listen", "at": at(20), "until": at(30)},
+        {"supervisor": "boss", "mode": "whisper", "at": at(30), "until": at(40)},
+        {"supervisor": "1010", "mode": "barge", "at": at(50), "until": at(60)},  # closed by the call's end
+    ]

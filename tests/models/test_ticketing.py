@@ -14,7 +14,7 @@ from models.audit import ImmutableRecordError
 from models.db import session_scope
 from models.directory import add_customer
 from models.ticket import EventKind, Priority, Ticket, TicketEvent, TicketStatus, TicketType, Urgency
-from models.ticketing import add_note, change_ticket, create_ticket
+from models.ticketing import add_note, change_ticket, create_ticket, ticket_as_dict
 from models.user import Role
 from models.accounts import add_user
 
@@ -143,6 +143,24 @@ def test_notes_append_to_the_trail(db, settings):
     ticket = new_ticket(db, settings)
     add_note(db, ticket, "客户已确认", data={"source": "phone"})
     assert ticket.events[-1].text == "客户已确认" and ticket.events[-1].kind is EventKind.NOTE
+
+
+def test_the_ticket_lists_its_handlers_the_owner_first(db, settings):
+    from models.calllog import log_inbound, mark_bridged, record_transfer, ticket_for_call
+    from models.call import TransferKind
+
+    zhang = add_user(db, "zhang", Role.AGENT, "agent-pass-1", realm="hotline", extension="1001")
+    li = add_user(db, "li", Role.AGENT, "agent-pass-2", realm="hotline", extension="1002")
+    call = log_inbound(db, settings, caller="13800138000", callee="1000", sip_call_id="c1", at=MONDAY)
+    ticket = ticket_for_call(db, settings, call, at=MONDAY)
+    assert ticket_as_dict(ticket)["handlers"] == []
+    mark_bridged(db, call, zhang, MONDAY + timedelta(seconds=10))
+    record_transfer(db, call, TransferKind.BLIND, "zhang", "li", MONDAY + timedelta(seconds=70))
+    mark_bridged(db, call, li, MONDAY + timedelta(seconds=70))
+    shown = ticket_as_dict(ticket)
+    assert shown["handlers"] == [{"user": "zhang", "since": "2026-11-23T02:00:10+00:00"},
+                                 {"user": "li", "since": "2026-11-23T02:01:10+00:00"}]
+    assert shown["owner_id"] == zhang.id
 
 
 def test_tickets_and_events_are_never_deleted_through_the_orm(db, settings):

@@ -123,11 +123,34 @@ snd_path {workdir}
 
 
 def baresip_command(sip_port: int, command: str, params: str = "") -> str:
-    """Send a menu command (``hold``, ``resume``, ``hangup`` …) to the baresip on ``sip_port``; its reply."""
+    """Send a menu command (``hold``, ``resume``, ``hangup``, ``sndcode 4`` …) to the baresip on ``sip_port``; its reply.
+
+    Events (call state, RTCP) share the connection and may come first, several to one read: the
+    reply is the netstring marked ``"response": true``.
+    """
     body = json.dumps({"command": command, "params": params, "token": "test"}).encode()
     with socket.create_connection((HOST, sip_port + CONTROL_OFFSET), timeout=5) as conn:
         conn.sendall(b"%d:%s," % (len(body), body))
-        return conn.recv(65536).decode(errors="replace")
+        received = b""
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return received.decode(errors="replace")
+            received += chunk
+            for message in _netstrings(received):
+                if '"response":true' in message.replace(" ", ""):
+                    return message
+
+
+def _netstrings(data: bytes) -> list[str]:
+    messages = []
+    while b":" in data:
+        length, _, rest = data.partition(b":")
+        if not length.isdigit() or len(rest) < int(length) + 1:
+            break
+        messages.append(rest[:int(length)].decode(errors="replace"))
+        data = rest[int(length) + 1:]
+    return messages
 
 
 # --- sipp ---------------------------------------------------------------------------------------
@@ -151,8 +174,11 @@ class Linphone(Peer):
     """linphonec fed commands through a FIFO on stdin (kept open: at EOF it spins)."""
 
     def __init__(self, workdir: Path, source_wav: Path, *, user: str = "13900139000",
-                 password: str | None = None) -> None:
-        """A caller; with ``password``, also registered at the PBX as extension ``user`` (a callee)."""
+                 password: str | None = None, dtmf_info: bool = False) -> None:
+        """A caller; with ``password``, also registered at the PBX as extension ``user`` (a callee).
+
+        Digits typed during a call go out as RFC 2833 events, or as SIP INFO with ``dtmf_info``.
+        """
         workdir.mkdir(parents=True, exist_ok=True)
         # Without its data directory the core never reaches "on": it calls out but answers every
         # incoming INVITE with 503 and never registers.
@@ -175,6 +201,8 @@ sip_tcp_port=-1
 sip_tls_port=-1
 bind_address={HOST}
 default_proxy={0 if password else -1}
+use_info={int(dtmf_info)}
+use_rfc2833={int(not dtmf_info)}
 [rtp]
 audio_rtp_port={LINPHONE_RTP[0]}-{LINPHONE_RTP[1]}
 bind_address={HOST}

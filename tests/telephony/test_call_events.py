@@ -22,7 +22,10 @@ from sqlalchemy import create_engine, func, select, text
 
 from config import Settings
 from models.alarm import Alarm, AlarmKind
-from models.call import Call, CallDirection, CallOutcome, CallState, HangupParty, new_call_uid
+from models.call import (
+    Call, CallDirection, CallOutcome, CallState, HangupParty, SupervisionMode, TransferKind, new_call_uid,
+)
+from models.calllog import agent_segments, supervisions
 from models.db import session_scope
 from models.recording import Recording, RecordingState
 from models.ticket import EventKind, Ticket, TicketEvent
@@ -180,15 +183,7 @@ def test_reports_applied_twice_write_nothing_twice(settings, tmp_path):
     report_call(down)
     down.alarm(uid, AlarmKind.RECORDING_FAILED, "disk full", at=T0 + timedelta(seconds=30))
     down.stop(1)
-    before_replay = tmp_path / "journal-before-replay"
-    shutil.copytree(journal_directory(settings), before_replay)
-    for _ in range(2):
-        replaying = CallEvents(settings)
-        replaying.start()
-        assert replaying.flush(30)
-        replaying.stop()
-        shutil.rmtree(journal_directory(settings))
-        shutil.copytree(before_replay, journal_directory(settings))
+    replay_twice(settings, tmp_path)
     assert counts(settings) == {"calls": 2, "recordings": 2, "tickets": 1, "links": 2, "alarms": 1}
 
 
@@ -307,3 +302,65 @@ def test_the_agent_who_takes_a_call_is_written_with_it(events, settings, db):
         call = session.scalar(select(Call).where(Call.uid == uid))
         assert (call.state, call.agent_id, call.caller_id, call.callee) == (
             CallState.BRIDGED, agent.id, "+8613800138000", "1000")
+
+
+def report_transferred_and_supervised_call(events: CallEvents, zhang: int, li: int) -> str:
+    """zhang takes the call, a supervisor listens then barges in and leaves; zhang passes the caller to li."""
+    uid = report_call_start(events)
+    at = lambda seconds: T0 + timedelta(seconds=seconds)  # noqa: E731
+    events.state(uid, CallState.BRIDGED, at(20), agent_id=zhang)
+    events.supervised(uid, "1009", SupervisionMode.LISTEN, at(25))
+    events.supervised(uid, "1009", SupervisionMode.BARGE, at(30))
+    events.supervised(uid, "1009", None, at(35))
+    events.state(uid, CallState.ON_HOLD, at(40))
+    events.transferred(uid, TransferKind.BLIND, "zhang", "li", agent_id=li, at=at(45))
+    events.state(uid, CallState.BRIDGED, at(45.1), agent_id=li)
+    events.ended(uid, outcome=CallOutcome.COMPLETED, hangup_by=HangupParty.CUSTOMER, at=at(90))
+    return uid
+
+
+def report_call_start(events: CallEvents) -> str:
+    uid = new_call_uid()
+    events.ringing(uid, direction=CallDirection.INBOUND, caller="13800138000", callee="1000", sip_call_id=uid, at=T0)
+    events.state(uid, CallState.GREETING, at=T0 + timedelta(seconds=2))
+    events.state(uid, CallState.QUEUED, at=T0 + timedelta(seconds=10))
+    return uid
+
+
+def test_transfer_and_supervision_reports_applied_twice_land_once(settings, db, tmp_path):
+    from models.accounts import add_user
+    from models.user import Role
+
+    zhang = add_user(db, "zhang", Role.AGENT, "agent-pass-1", realm="hotline", extension="1001")
+    li = add_user(db, "li", Role.AGENT, "agent-pass-2", realm="hotline", extension="1002")
+    add_user(db, "boss", Role.SUPERVISOR, "boss-pass-1", realm="hotline", extension="1009")
+    db.commit()
+    down = CallEvents(unreachable(settings, database=UNREACHABLE_DATABASE))
+    uid = report_transferred_and_supervised_call(down, zhang.id, li.id)
+    down.stop(1)
+    replay_twice(settings, tmp_path)
+    at = lambda seconds: T0 + timedelta(seconds=seconds)  # noqa: E731
+    with session_scope(settings) as session:
+        call = session.scalar(select(Call).where(Call.uid == uid))
+        assert agent_segments(call) == [{"agent": "zhang", "from": at(20), "to": at(45)},
+                                        {"agent": "li", "from": at(45), "to": at(90)}]
+        assert supervisions(call) == [
+            {"supervisor": "boss", "mode": "listen", "at": at(25), "until": at(30)},
+            {"supervisor": "boss", "mode": "barge", "at": at(30), "until": at(35)},
+        ]
+        assert [(h.user.username, h.since) for h in call.ticket.handlers] == [("zhang", at(20)), ("li", at(45))]
+        assert call.ticket.owner.username == "zhang" and len(call.transfers) == 1
+        assert len([e for e in call.ticket.events if e.kind is EventKind.TRANSFERRED]) == 1
+
+
+def replay_twice(settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Apply the journal, then the same journal again, as after a crash between a commit and the pointer."""
+    before_replay = tmp_path / "journal-before-replay"
+    shutil.copytree(journal_directory(settings), before_replay)
+    for _ in range(2):
+        replaying = CallEvents(settings)
+        replaying.start()
+        assert replaying.flush(30)
+        replaying.stop()
+        shutil.rmtree(journal_directory(settings))
+        shutil.copytree(before_replay, journal_directory(settings))

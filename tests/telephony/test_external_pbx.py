@@ -63,7 +63,9 @@ def test_every_hotline_number_registers_at_the_company_pbx_and_is_answered(
     service = start_service(pbx_host=peers.HOST, hotline_numbers=NUMBERS)  # fails unless both registered
 
     assert service.pbx is None and not sip_settings.uses_local_pbx
-    assert set(kamailio_configs()) == {str(company_pbx.config_path)}, "Hotline started a PBX of its own"
+    # Only Kamailios of this installation count: another test's may still be shutting down.
+    ours = [config for config in kamailio_configs() if config.startswith(str(sip_settings.home))]
+    assert str(company_pbx.config_path) in kamailio_configs() and not ours, "Hotline started a PBX of its own"
     assert not (sip_settings.home / "pbx").exists()
     for number in NUMBERS:
         run_sipp("uac_bye", sipp_dir, service=number, pause_ms=1000)  # fails unless answered

@@ -160,3 +160,14 @@ def dial_when_registered(service: HotlineService, extension: str, timeout: float
         if not peers.wait_for(lambda: call.dialog.status == 404, 1) or time.monotonic() > deadline:
             return call
         time.sleep(0.5)
+
+
+def test_extensions_are_dialled_as_they_are_and_other_numbers_through_the_trunk(settings: Settings) -> None:
+    from telephony.outbound import dial_string
+
+    settings.sip.trunk_prefix = "9"
+    assert dial_string("2001", settings) == "2001"
+    assert dial_string("+8613800138000", settings) == "9+8613800138000"
+    assert dial_string("13800138000", settings) == "913800138000"
+    settings.sip.trunk_prefix = ""
+    assert dial_string("01012345678", settings) == "01012345678"

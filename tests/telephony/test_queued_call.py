@@ -17,7 +17,8 @@ from config import Settings
 from models import agents as agent_rules
 from models.accounts import add_user
 from models.agent import Agent, AgentState
-from models.call import Call, CallOutcome, CallState, HangupParty, TransferKind
+from models.call import Call, CallOutcome, CallState, HangupParty, SupervisionMode, TransferKind
+from models.calllog import agent_segments, supervisions
 from models.db import session_scope
 from models.queue import Queue
 from models.ticket import EventKind
@@ -59,8 +60,26 @@ def calls(settings: Settings) -> list[Call]:
     with session_scope(settings) as session:
         rows = list(session.scalars(select(Call).order_by(Call.id)))
         for row in rows:
-            _ = row.agent, row.recordings, row.queue, row.transfers
+            _ = row.agent, row.recordings, row.queue, row.transfers, [segment.agent for segment in row.segments]
+            _ = [supervision.supervisor for supervision in row.supervisions]
         return rows
+
+
+def handlers(settings: Settings, call: Call) -> list[str]:
+    """The call's ticket's handlers (处理人), in the order they came."""
+    with session_scope(settings) as session:
+        ticket = session.get_one(Call, call.id).ticket
+        assert ticket is not None
+        return [handler.user.username for handler in ticket.handlers]
+
+
+def segment_agents(call: Call) -> list[str]:
+    """Who served the customer in turn; each segment starts no earlier than the one before ends."""
+    segments = agent_segments(call)
+    assert segments[0]["from"] == call.bridged_at and segments[-1]["to"] == call.ended_at
+    for before, after in zip(segments, segments[1:]):
+        assert before["from"] < before["to"] <= after["from"]
+    return [segment["agent"] for segment in segments]
 
 
 @pytest.fixture
@@ -406,6 +425,9 @@ def test_blind_transfer_by_refer_from_the_agents_phone_to_another_agent(
         ticket = session.get(Call, call.id).ticket
         assert ticket.owner.username == "zhang"  # 首问负责制: the first agent keeps it
         assert any(e.kind is EventKind.TRANSFERRED for e in ticket.events)
+    assert handlers(call_centre, call) == ["zhang", "li"]
+    assert segment_agents(call) == ["zhang", "li"]
+    assert agent_segments(call)[0]["to"] == agent_segments(call)[1]["from"] == moved.at  # handed over at once
     right = read_wav(call.recording.path)[0][:, 1]  # one recording: both agents in turn
     assert best_correlation(read_wav(zhang_speech)[0][:, 0], right, max_lag_s=10)[0] >= MATCH_THRESHOLD
     assert best_correlation(read_wav(li_speech)[0][:, 0], right, max_lag_s=20)[0] >= MATCH_THRESHOLD
@@ -436,6 +458,51 @@ def test_a_blind_transfer_to_a_queue_number_queues_the_caller_at_the_head(
     assert call.queue.name == "技术支持" and call.agent.username == "li"
     [moved] = call.transfers
     assert (moved.kind, moved.from_, moved.to) == (TransferKind.BLIND, "zhang", "技术支持")
+    assert segment_agents(call) == ["zhang", "li"] and handlers(call_centre, call) == ["zhang", "li"]
+    zhang, li = agent_segments(call)
+    assert zhang["to"] == moved.at < li["from"]  # the caller waited in 技术支持 between the two
+
+
+def test_a_refer_to_a_queue_number_puts_the_caller_ahead_of_those_waiting_and_another_agent_takes_them(
+        call_centre: Settings, start_service: Callable[..., HotlineService], phones: Phones, tmp_path: Path) -> None:
+    with session_scope(call_centre) as session:
+        [first] = session.scalars(select(Queue)).all()
+        add_queue(session, "技术支持", numbers=["1010"])
+        set_queue(session, first, max_wait_seconds=2, overflow="技术支持")  # how a second caller gets there
+    add_agent(call_centre, "zhang", "2000")
+    add_agent(call_centre, "li", "2001", available=False)
+    with session_scope(call_centre) as session:
+        agent_rules.agent_named(session, "zhang").queues = [call_centre.queues.default_queue]
+        agent_rules.agent_named(session, "li").queues = ["技术支持"]
+    start_service()
+    phones.agent("2000", peers.speech_wav("Zhang.", tmp_path / "a.wav", pad_seconds=40), 5182)
+    li_words = peers.speech_wav("This is Li from technical support.", tmp_path / "b.wav")
+    phones.agent("2001", padded(li_words, 0, 3), 5184)  # hangs up after it
+    phones.customer("customer", padded(peers.speech_wav("Hello?", tmp_path / "c.wav"), 1, 30))
+    assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.ON_CALL, 20)
+    transferred_uid = agent_state(call_centre, "zhang").call_uid
+    phones.customer("waiting", padded(peers.speech_wav("Hello?", tmp_path / "w.wav"), 1, 25), port=5186)
+    assert peers.wait_for(lambda: len(calls(call_centre)) == 2 and calls(call_centre)[1].transfers, 20)  # in 技术支持
+    reply = peers.baresip_command(5182, "transfer", f"sip:1010@{peers.HOST}:{peers.PBX_PORT}")
+    assert '"ok":true' in reply.replace(" ", ""), reply
+    assert peers.wait_for(lambda: calls(call_centre)[0].state is CallState.QUEUED, 10)
+    assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.AVAILABLE, 5)
+    with session_scope(call_centre) as session:
+        agent_rules.make_available(session, agent_rules.agent_named(session, "li"), source="test")
+    assert peers.wait_for(lambda: agent_state(call_centre, "li").state is AgentState.ON_CALL, 15)
+    assert agent_state(call_centre, "li").call_uid == transferred_uid  # at the head, before the caller who waited
+    call, waited = wait_ended(call_centre, count=2, timeout=60)
+    assert call.queue.name == "技术支持" and call.agent.username == "li" and call.outcome is CallOutcome.COMPLETED
+    [moved] = call.transfers
+    assert (moved.kind, moved.from_, moved.to) == (TransferKind.BLIND, "zhang", "技术支持")
+    assert [t.kind for t in waited.transfers] == [TransferKind.OVERFLOW]
+    assert segment_agents(call) == ["zhang", "li"] and handlers(call_centre, call) == ["zhang", "li"]
+    with session_scope(call_centre) as session:
+        ticket = session.get_one(Call, call.id).ticket
+        assert ticket.owner.username == "zhang"  # 首问负责制
+        assert [e.data["to"] for e in ticket.events if e.kind is EventKind.TRANSFERRED] == ["技术支持"]
+    right = read_wav(call.recording.path)[0][:, 1]  # one recording: li's words on its right channel
+    assert best_correlation(read_wav(li_words)[0][:, 0], right, max_lag_s=40)[0] >= MATCH_THRESHOLD
 
 
 def test_a_failed_transfer_comes_back_to_the_first_agent(
@@ -459,6 +526,7 @@ def test_a_failed_transfer_comes_back_to_the_first_agent(
     assert agent_state(call_centre, "zhang").state is AgentState.ON_CALL
     [call] = wait_ended(call_centre, timeout=30)
     assert call.agent.username == "zhang" and not call.transfers
+    assert segment_agents(call) == ["zhang"] and handlers(call_centre, call) == ["zhang"]
 
 
 # supervision (监听)
@@ -477,7 +545,10 @@ def test_a_listening_supervisor_hears_both_sides_and_neither_hears_them(
     phones.customer("customer", padded(customer_words, 5, 12))
     assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.ON_CALL, 20)
     assert bus.request_call(call_centre, agent_state(call_centre, "zhang").call_uid, "listen", "2002")
-    wait_ended(call_centre, timeout=40)
+    [call] = wait_ended(call_centre, timeout=40)
+    [listened] = supervisions(call)  # an event on the call: who, how, from when until when
+    assert (listened["supervisor"], listened["mode"]) == ("boss", SupervisionMode.LISTEN.value)
+    assert call.bridged_at < listened["at"] < listened["until"] <= call.ended_at
     supervisor_heard = read_wav(dump_of(tmp_path / "agent-2002"))[0][:, 0]
     for words, who in ((customer_words, "customer"), (agent_words, "agent")):
         heard = best_correlation(read_wav(words)[0][:, 0], supervisor_heard, max_lag_s=15)[0]
@@ -511,6 +582,8 @@ def test_attended_transfer_the_agents_consult_unheard_by_the_caller_then_complet
     assert call.agent.username == "li"
     [moved] = call.transfers
     assert (moved.kind, moved.from_, moved.to) == (TransferKind.ATTENDED, "zhang", "li")
+    assert segment_agents(call) == ["zhang", "li"] and handlers(call_centre, call) == ["zhang", "li"]
+    assert agent_segments(call)[1]["from"] == moved.at  # li serves the caller from the completion, not the consultation
     li_heard = read_wav(dump_of(tmp_path / "agent-2001"))[0][:, 0]
     customer_heard = read_wav(dump_of(tmp_path / "customer"))[0][:, 0]
     consult = read_wav(consult_words)[0][:, 0]

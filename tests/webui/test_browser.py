@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import time as clock
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,15 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from models.accounts import add_user
 from models.agents import agent_named, answer, make_available, offer
+from models.callback import Callback, CallbackKind, CallbackMode, Satisfaction
+from models.callbacks import answered, dialled, schedule, start_attempt
 from models.calllog import log_inbound, mark_bridged, open_recording
 from models.ticket import EventKind, Priority, TicketType, Urgency
+from models.ticketing import create_ticket
 from models.transcript import Channel, Transcript, TranscriptSegment, TranscriptState
 from models.user import Role
 from tests.webui.conftest import PASSWORD, queue_caller
+from workers import connection
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
@@ -185,3 +190,55 @@ def test_the_wallboard_shows_new_callers_and_agent_changes_without_a_reload(serv
     expect(queue.locator("tr.waiting")).to_have_count(2)
     expect(queue.locator("tr.waiting").nth(1)).to_contain_text("+8613700137000")
     assert page.evaluate("window.sameDocument") is True
+
+
+@pytest.mark.browser
+def test_revisit_staff_work_a_callback_from_the_list_and_submit_the_survey_form(app, db, settings, page):
+    # Calls allowed at any hour, here and in `hotline web` (it reads the config file as it starts).
+    settings.callbacks.calling_hours_start, settings.callbacks.calling_hours_end = clock(0, 0), clock(23, 59, 59)
+    settings.config_path.write_text("[callbacks]\ncalling_hours_start = 00:00:00\ncalling_hours_end = 23:59:59\n")
+    wang = add_user(db, "wang", Role.REVISIT, PASSWORD, realm=settings.sip.realm, display_name="王回访",
+                    extension="1101")
+    ticket = create_ticket(db, settings, ticket_type=TicketType.REPAIR, description="洗衣机不转", phone="+8613800138000")
+    callback = schedule(db, settings, kind=CallbackKind.SATISFACTION, phone=ticket.phone, ticket=ticket,
+                        mode=CallbackMode.STAFF)
+    db.commit()
+    server = WebServer()
+    server.start()
+    try:
+        log_in(page, server.url, "wang")
+        page.click("nav >> text=回访")
+        row = page.locator(f'#open-callbacks tr[data-callback="{callback.id}"]')
+        expect(row).to_contain_text(ticket.number)
+        row.locator("[data-action=open-callback]").click()
+        expect(page.locator("h1")).to_contain_text(f"回访 {callback.id}")
+        expect(page.locator("#ticket-summary")).to_contain_text("洗衣机不转")
+
+        # Call now: the dialler's job is queued with the staff member, whose softphone rings first.
+        page.click("[data-action=call-now]")
+        expect(page.locator(".flash")).to_contain_text("1101")
+        jobs = connection.queue(settings, connection.DIALLER_QUEUE).jobs
+        assert [job.args for job in jobs] == [(callback.id, 1, wang.id)]
+        # As `hotline sip` would: the staff member answers, then the customer does.
+        start = start_attempt(db, settings, callback.id, 1, by="test", staff_id=wang.id)
+        assert start.attempt is not None, start.why
+        dialled(db, start.attempt, "browser-callback", staff_id=wang.id)
+        answered(db, start.attempt)
+        db.commit()
+
+        page.reload()
+        page.check("input[name=satisfaction][value=very_satisfied]")
+        page.check("input[name=product_working][value=yes]")
+        page.check("input[name=technician][value=yes]")
+        page.fill("#suggestions", "师傅很专业")
+        page.click("[data-action=save-survey]")
+        expect(page.locator(".flash")).to_contain_text(f"回访 {callback.id} 的回答已保存")
+        expect(page.locator("#survey-result")).to_contain_text("非常满意 (5/5)")
+        expect(page.locator("#survey-result")).to_contain_text("师傅很专业")
+    finally:
+        server.stop()
+    db.expire_all()
+    stored = db.get(Callback, callback.id)
+    assert (stored.satisfaction, stored.score) == (Satisfaction.VERY_SATISFIED, 5)
+    assert stored.survey_answers == {"product_working": "yes", "technician": "yes", "unclear": None,
+                                     "suggestions": "师傅很专业"}

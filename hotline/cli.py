@@ -195,8 +195,8 @@ def ticket_create(ctx: click.Context, phone: str, ticket_type: str, urgency: str
 @click.pass_context
 def ticket_resolve(ctx: click.Context, number: str, note: str) -> None:
     """Mark the result delivered: the ticket is resolved and its revisit scheduled (satisfaction or complaint)."""
-    from hotline.commands.callbacks import enqueue_if_due
-    from models.callbacks import CallbackError, callback_as_dict, resolve_ticket
+    from models.callbacks import CallbackError, callback_as_dict, due_now, resolve_ticket
+    from workers.dispatch import enqueue_callback
 
     settings = settings_of(ctx)
     with session_scope(settings) as session:
@@ -208,7 +208,9 @@ def ticket_resolve(ctx: click.Context, number: str, note: str) -> None:
         except CallbackError as exc:
             raise click.ClickException(str(exc)) from exc
         shown = f"callback {callback.id} ({callback.kind.value}) to {callback.phone} by {callback_as_dict(callback, settings)['latest']}"
-    enqueue_if_due(settings, callback.id)
+        due = due_now(callback)
+    if due is not None:
+        enqueue_callback(settings, due.callback_id, due.number, due.at)
     click.echo(f"{number} resolved; {shown}")
 
 

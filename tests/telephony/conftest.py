@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from config import Settings, load_settings
-from models.db import upgrade
 from telephony.pbx import LocalPbx, hotline_extensions
 from telephony.service import HotlineService
 from tests.telephony import peers
@@ -35,14 +34,12 @@ closing = "再见"
 
 
 @pytest.fixture
-def sip_settings(hotline_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
+def sip_settings(migrated_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
     """Settings of a fresh installation on the test ports, with short prompts; database migrated."""
-    Path(hotline_env["HOTLINE_CONFIG"]).write_text(SIP_TOML, encoding="utf-8")
-    for key, value in hotline_env.items():
+    Path(migrated_env["HOTLINE_CONFIG"]).write_text(SIP_TOML, encoding="utf-8")
+    for key, value in migrated_env.items():
         monkeypatch.setenv(key, value)
-    loaded = load_settings()
-    upgrade(loaded)
-    return loaded
+    return load_settings()
 
 
 @pytest.fixture

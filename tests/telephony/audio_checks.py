@@ -25,6 +25,9 @@ COVERAGE_THRESHOLD = 0.9
 # the greeting on the other channel of a call at 0.05: a channel at or above this holds the source.
 OTHER_CHANNEL_LIMIT = 0.7
 ENVELOPE_MS = 20
+# A second of the source may be found up to 100 ms from the best lag of the whole (see ``match``).
+PIECE_FRAMES = 50
+DRIFT_FRAMES = 5
 COVERAGE_MS = 100
 # A frame is voiced above this share of the signal's own loud frames (its 95th percentile), so
 # the level the codec or the softphone gives the speech does not matter.
@@ -80,19 +83,40 @@ def coverage(source: np.ndarray, window: np.ndarray, sample_rate: int = 8000) ->
 
 
 def match(source: np.ndarray, recorded: np.ndarray, max_lag_s: float = 2.0, sample_rate: int = 8000) -> Match:
-    """The best lag (0..max_lag_s, recording behind the source) over the whole source, and the match there."""
+    """The best lag (0..max_lag_s, recording behind the source) over the whole source, and the match there.
+
+    Each second of the source may sit up to ``DRIFT_FRAMES`` from that lag: a jitter buffer that deepens
+    mid-call (a loaded machine) delays what follows by a frame or more, and the speech is all there.
+    """
     src, rec = envelope(source, sample_rate), envelope(recorded, sample_rate)
-    rec = np.concatenate([rec, np.zeros(len(src))])  # past the recording's end: silence
+    rec = np.concatenate([rec, np.zeros(len(src) + DRIFT_FRAMES)])  # past the recording's end: silence
     best, best_lag = -1.0, 0
-    for lag in range(min(int(max_lag_s * 1000 / ENVELOPE_MS), len(rec) - len(src) - 1) + 1):
-        window = rec[lag: lag + len(src)]
-        if src.std() == 0 or window.std() == 0:
-            continue
-        value = float(np.corrcoef(src, window)[0, 1])
+    for lag in range(min(int(max_lag_s * 1000 / ENVELOPE_MS), len(rec) - len(src) - DRIFT_FRAMES - 1) + 1):
+        value = _correlation(src, rec[lag: lag + len(src)])
         if value > best:
             best, best_lag = value, lag
-    start = best_lag * sample_rate * ENVELOPE_MS // 1000
-    return Match(best, best_lag * ENVELOPE_MS / 1000, coverage(source, aligned(recorded, start, len(source)), sample_rate))
+    frame = sample_rate * ENVELOPE_MS // 1000
+    window = np.concatenate([aligned(recorded, (start + lag) * frame, min(PIECE_FRAMES, len(src) - start) * frame)
+                             for start, lag in _piece_lags(src, rec, best_lag)])
+    return Match(max(best, _correlation(src, envelope(window, sample_rate))), best_lag * ENVELOPE_MS / 1000,
+                 coverage(source, window, sample_rate))
+
+
+def _piece_lags(src: np.ndarray, rec: np.ndarray, lag: int) -> list[tuple[int, int]]:
+    """(first frame, lag) of each piece of the source: its best lag within ``DRIFT_FRAMES`` of ``lag``."""
+    pieces = []
+    for start in range(0, len(src), PIECE_FRAMES):
+        piece = src[start: start + PIECE_FRAMES]
+        candidates = range(max(0, lag - DRIFT_FRAMES), lag + DRIFT_FRAMES + 1)
+        pieces.append((start, max(candidates, key=lambda shift: (
+            _correlation(piece, rec[start + shift: start + shift + len(piece)]), -abs(shift - lag)))))
+    return pieces
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) != len(b) or a.std() == 0 or b.std() == 0:
+        return -1.0
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 def best_correlation(source: np.ndarray, recorded: np.ndarray, max_lag_s: float = 2.0,

@@ -79,3 +79,20 @@ def test_silence_and_a_tone_are_rejected(voices: tuple[np.ndarray, np.ndarray], 
         recording = read_wav(stereo_wav(tmp_path / f"{name}.wav", left, np.zeros_like(caller)))[0]
         with pytest.raises(AssertionError, match="left channel does not hold the source"):
             assert_on_channel(caller, recording, 0)
+
+
+def test_speech_delayed_mid_call_by_a_deeper_jitter_buffer_passes(voices: tuple[np.ndarray, np.ndarray],
+                                                                   tmp_path: Path) -> None:
+    """60 ms of silence inserted halfway (the buffer deepened by three frames): all the speech is there."""
+    caller, agent = voices
+    middle = len(caller) // 2
+    delayed = np.concatenate([caller[:middle], np.zeros(480, dtype=np.int16), caller[middle:]])
+    recording = read_wav(stereo_wav(tmp_path / "delayed.wav", delayed, agent))[0]
+    found = assert_on_channel(caller, recording, 0)
+    assert found.correlation >= 0.97, found
+
+
+def test_another_sentence_is_rejected(voices: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    caller, agent = voices
+    recording = read_wav(stereo_wav(tmp_path / "other.wav", agent, np.zeros_like(agent)))[0]
+    assert match(caller, recording[:, 0]).correlation < 0.7

@@ -62,11 +62,14 @@ def wait_callback(settings: Settings, callback_id: int, states: set[CallbackStat
         with session_scope(settings) as session:
             return session.get_one(Callback, callback_id).state in states
 
-    assert peers.wait_for(reached, timeout, interval=0.2), "the callback did not get there"
+    reached_in_time = peers.wait_for(reached, timeout, interval=0.2)
     with session_scope(settings) as session:
         callback = session.get_one(Callback, callback_id)
         _ = callback.attempt_rows, callback.ticket
-        return callback
+    assert reached_in_time, (f"callback {callback_id} is {callback.state.value}, not {sorted(s.value for s in states)}"
+                             f" after {timeout} s; attempts: {[(a.number, a.outcome) for a in callback.attempt_rows]},"
+                             f" next at {callback.next_attempt_at}")
+    return callback
 
 
 def survey_call(settings: Settings, callback_id: int) -> Call:
@@ -143,7 +146,7 @@ def test_a_customer_who_never_answers_is_retried_then_unreachable(
                                  user=CUSTOMER, password=PASSWORD, answer=False)
     try:
         callback_id = resolve_when_registered(service)
-        done = wait_callback(survey_settings, callback_id, {CallbackState.UNREACHABLE}, 60)
+        done = wait_callback(survey_settings, callback_id, {CallbackState.UNREACHABLE}, 90)
     finally:
         phone.stop()
     assert [a.outcome for a in done.attempt_rows] == [AttemptOutcome.NO_ANSWER, AttemptOutcome.NO_ANSWER]

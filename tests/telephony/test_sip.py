@@ -266,12 +266,6 @@ def test_dial_out_reaches_baresip_with_our_audio(registered: sip.Endpoint, tmp_p
     assert correlation >= MATCH_THRESHOLD, correlation
 
 
-@pytest.mark.slow
-def test_dialled_call_lasts_more_than_a_minute(registered: sip.Endpoint, tmp_path: Path,
-                                               caller_speech: Path) -> None:
-    dial_baresip(registered, tmp_path, caller_speech, hold_seconds=65)
-
-
 def test_registration_is_refreshed_before_it_expires(pbx: LocalPbx, sip_settings: Settings) -> None:
     ep = sip.Endpoint(local_ip=peers.HOST, local_port=peers.HOTLINE_PORT, pbx_host=peers.HOST,
                       pbx_port=peers.PBX_PORT, expires=10, keepalive=0)

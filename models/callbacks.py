@@ -59,6 +59,10 @@ SEARCH_DAYS = 400  # a calendar with no allowed day within a year is a configura
 EARLY_TOLERANCE = timedelta(seconds=1)
 
 
+# A kept place's outcome when its customer called again and an agent took the call.
+SERVED_LIVE = "served_live"
+
+
 class CallbackError(ValueError):
     """A callback cannot be made or changed as asked; the message says why."""
 
@@ -202,6 +206,21 @@ def kept_places(session: Session) -> list[Callback]:
     return list(session.scalars(select(Callback).where(Callback.kind == CallbackKind.VIRTUAL_HOLD,
                                                       Callback.state.in_(WAITING))
                                 .order_by(Callback.queued_at, Callback.id)))
+
+
+def served_live(session: Session, settings: Settings, phone: str) -> list[int]:
+    """The customer called again and an agent took the call: the places they kept (virtual hold) are
+    cancelled, so nobody calls back a customer already served. The ids of those cancelled."""
+    try:
+        caller = comparable(phone, settings)
+    except CallbackError:
+        return []  # no number to match (anonymous): no kept place is theirs
+    cancelled = []
+    for callback in kept_places(session):
+        if comparable(callback.phone, settings) == caller:
+            give_up(session, callback, CallbackState.CANCELLED, reason=SERVED_LIVE)
+            cancelled.append(callback.id)
+    return cancelled
 
 
 def resolve_ticket(session: Session, settings: Settings, ticket: Ticket, note: str, *, actor_id: int | None = None,

@@ -37,6 +37,7 @@ from models.calllog import (
     TRANSCRIBABLE, call_by_uid, close_recording, log_call, mark_bridged, mark_ended, mark_state, open_recording,
     raise_alarm, record_transfer, supervised, ticket_for_call, unfinished_calls, unfinished_recordings,
 )
+from models.callbacks import served_live
 from models.db import session_scope
 from models.recording import Recording, RecordingState
 from models.user import User
@@ -230,6 +231,8 @@ class CallEvents:
         call, state = _call(session, report["uid"]), CallState(report["state"])
         if state is CallState.BRIDGED and report["agent_id"] is not None:
             mark_bridged(session, call, session.get_one(User, report["agent_id"]), at)
+            if call.direction is CallDirection.INBOUND and call.caller_raw:
+                served_live(session, self.settings, call.caller_raw)
             return []
         queue_id = report.get("queue_id")  # reports journaled before queues existed have none
         if queue_id is not None and queue_id != call.queue_id:

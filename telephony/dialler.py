@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from config import Settings
 from models.call import CallOutcome, CallState, new_call_uid
 from models.callback import AttemptOutcome, Callback, CallbackAttempt, CallbackState
-from models.callbacks import KEYS, answered, dialled, finish_attempt, record_answers, start_attempt
+from models.callbacks import KEYS, WAITING, answered, dialled, finish_attempt, record_answers, start_attempt
 from models.db import session_scope
 from models.user import User
 from telephony import sip
@@ -146,6 +146,12 @@ class Dialler:
         """A kept place's turn (virtual hold): ring the agent the distributor reserved; once they answer,
         claim the attempt and dial the customer. The callback's state after the attempt (and its next
         time), or None when the agent did not answer (the place is offered to the next agent)."""
+        gone = self._write(lambda session: _not_waiting(session, callback_id))
+        if gone is not None:  # cancelled meanwhile (the customer called and was served): no agent is rung
+            log.info("callback %s is %s: its place is given up", callback_id, gone[0].value)
+            self.distributor.leave(waiting)
+            self.distributor.released(offer)
+            return gone
         agent = AgentCall(self.settings, self.endpoint, self.engine, offer)
         ring = agent.ring(waiting.caller, self.stop, waiting.queue.timers.ring_timeout)
         if ring is not Ring.ANSWERED:
@@ -234,3 +240,9 @@ class Dialler:
                             self.settings.database.retry_seconds)
                 if self.stop.wait(self.settings.database.retry_seconds):
                     return None
+
+
+def _not_waiting(session: Session, callback_id: int) -> tuple[CallbackState, datetime | None] | None:
+    """The callback's state (and next time) when it no longer waits for an attempt; None while it does."""
+    callback = session.get_one(Callback, callback_id)
+    return None if callback.state in WAITING else (callback.state, callback.next_attempt_at)

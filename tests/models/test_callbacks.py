@@ -192,3 +192,15 @@ def test_a_dialect_customer_is_called_back_by_staff_with_that_skill(db, settings
     mark_state(db, call, CallState.QUEUED, MONDAY_10)
     callback = resolve_ticket(db, settings, repaired, "修好了", now=MONDAY_10)
     assert callback.skill == "粤语:2"
+
+
+def test_a_caller_served_live_gives_up_the_place_they_kept(db, settings):
+    from models.callbacks import SERVED_LIVE, keep_place, served_live
+
+    kept = keep_place(db, settings, phone="13800138000", queue_id=None, queued_at=MONDAY_10, now=MONDAY_10)
+    other = keep_place(db, settings, phone="13900139000", queue_id=None, queued_at=MONDAY_10, now=MONDAY_10)
+    revisit = schedule(db, settings, kind=CallbackKind.CUSTOMER_REQUESTED, phone=PHONE, now=MONDAY_10)
+    assert served_live(db, settings, "+86 138-0013-8000") == [kept.id]  # the same number, written otherwise
+    assert kept.state is CallbackState.CANCELLED and kept.outcome == SERVED_LIVE
+    assert other.state is CallbackState.SCHEDULED and revisit.state is CallbackState.SCHEDULED
+    assert served_live(db, settings, "anonymous") == []

@@ -304,6 +304,23 @@ def test_the_agent_who_takes_a_call_is_written_with_it(events, settings, db):
             CallState.BRIDGED, agent.id, "+8613800138000", "1000")
 
 
+def test_a_caller_an_agent_takes_gives_up_the_place_they_kept_before(events, settings, db):
+    from models.accounts import add_user
+    from models.callback import Callback, CallbackState
+    from models.callbacks import SERVED_LIVE, keep_place
+    from models.user import Role
+
+    agent = add_user(db, "zhang", Role.AGENT, "agent-pass-1", realm="hotline", extension="1001")
+    kept = keep_place(db, settings, phone="13800138000", queue_id=None, queued_at=T0)
+    db.commit()
+    uid = report_call_start(events)  # the same caller, a while later: this time they wait and are served
+    events.state(uid, CallState.BRIDGED, T0 + timedelta(seconds=20), agent_id=agent.id)
+    assert events.flush(30)
+    db.expire_all()
+    callback = db.get(Callback, kept.id)
+    assert callback.state is CallbackState.CANCELLED and callback.outcome == SERVED_LIVE
+
+
 def report_transferred_and_supervised_call(events: CallEvents, zhang: int, li: int) -> str:
     """zhang takes the call, a supervisor listens then barges in and leaves; zhang passes the caller to li."""
     uid = report_call_start(events)

@@ -61,6 +61,8 @@ EARLY_TOLERANCE = timedelta(seconds=1)
 
 # A kept place's outcome when its customer called again and an agent took the call.
 SERVED_LIVE = "served_live"
+# A callback's outcome when staff took the customer's answers another way (the customer called in).
+ANSWERED_OTHERWISE = "answered_otherwise"
 
 
 class CallbackError(ValueError):
@@ -413,6 +415,17 @@ def record_answers(session: Session, settings: Settings, callback: Callback, *, 
                  actor_id=actor_id, kind=EventKind.IMPROVEMENT, data={"callback_id": callback.id})
     return schedule(session, settings, kind=CallbackKind.SUPERVISOR, phone=callback.phone, ticket=ticket,
                     actor_id=actor_id, now=now, skill=callback.skill)
+
+
+def answered_otherwise(session: Session, callback: Callback, *, actor_id: int | None = None,
+                       now: datetime | None = None) -> Callback:
+    """The customer gave their answers another way (they called in, staff reached them otherwise): done,
+    and nobody dials them for it again."""
+    if callback.state not in WAITING:
+        raise CallbackError(f"callback {callback.id} is {callback.state.value}: only a waiting one is closed this way")
+    callback.state, callback.outcome, callback.completed_at = CallbackState.DONE, ANSWERED_OTHERWISE, now or utcnow()
+    _trail(session, callback, f"回访已完成（其他方式） / {ANSWERED_OTHERWISE}", actor_id)
+    return callback
 
 
 # --- staff and supervisors ----------------------------------------------------------------------

@@ -30,7 +30,7 @@ from models.callback import Callback, CallbackKind, CallbackState, Satisfaction
 from models.callback_list import (
     WORKERS, attempts_with_calls, customer_calls, customer_tickets, open_callbacks, survey_results, visible_to,
 )
-from models.callbacks import WAITING, CallbackError, dial_now, give_up, mark_due, record_answers, reschedule
+from models.callbacks import WAITING, CallbackError, answered_otherwise, dial_now, give_up, mark_due, record_answers, reschedule
 from models.db import Unavailable
 from webui.db import get_db
 from webui.roles import restrict
@@ -217,13 +217,15 @@ def survey(callback_id: int) -> Response | tuple[str, int]:
     """The survey form: the answers on the callback and its ticket; 不满意 or a low score → the supervisor's callback."""
     db, callback = get_db(), _callback(callback_id)
     form = SurveyForm()
-    if callback.state not in SURVEYED_STATES:
-        flash(_("The form is for a call that took place: call the customer first."))
+    if callback.state not in SURVEYED_STATES + WAITING:
+        flash(_("The form opens once the customer has answered (not for a callback given up)."))
         return redirect(url_for("callbacks.show", callback_id=callback_id))
     if not form.validate_on_submit():
         flash(_("The answers were not saved: correct the fields marked below."))
         return _page(callback, survey_form=form), 400
     try:
+        if callback.state in WAITING:  # answers taken another way: that closes the callback
+            answered_otherwise(db, callback, actor_id=current_user.id)
         escalated = record_answers(db, _settings(), callback, satisfaction=form.satisfaction.data,
                                    score=form.score.data, answers=form.answers(), actor_id=current_user.id)
     except CallbackError as error:

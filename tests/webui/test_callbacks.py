@@ -345,10 +345,25 @@ def test_bad_answers_are_refused_at_their_field_and_the_text_kept(db, settings, 
     assert stored(db, made).satisfaction is None
 
 
-def test_the_survey_form_waits_for_the_customer_to_answer(db, settings, revisit):
+def test_answers_taken_another_way_close_a_waiting_callback(db, settings, revisit):
+    """The customer called in before the revisit: staff fill the form from the list, and nobody dials them."""
     made = revisit_of(db, settings, repaired_ticket(db, settings))
     page = revisit.get(f"{LIST}{made.id}").get_data(as_text=True)
-    assert 'id="survey"' not in page and "客户接听后即可填写回访表" in page
+    assert 'id="survey"' in page and 'id="answered-otherwise"' in page
+    response = post(revisit, f"{LIST}{made.id}/survey", **survey_form(satisfaction="satisfied"))
+    assert response.status_code == 302
+    again = stored(db, made)
+    assert again.state is CallbackState.DONE and again.outcome == "answered_otherwise"
+    assert again.satisfaction is Satisfaction.SATISFIED and again.completed_at is not None
+    assert made.id not in shown(revisit)
+
+
+def test_the_survey_form_waits_while_the_customer_is_dialled(db, settings, revisit):
+    made = revisit_of(db, settings, repaired_ticket(db, settings))
+    claim(db, made.id, 1, by="test")
+    db.commit()
+    page = revisit.get(f"{LIST}{made.id}").get_data(as_text=True)
+    assert 'id="survey"' not in page and "客户接听后方可填写" in page
     response = post(revisit, f"{LIST}{made.id}/survey", **survey_form())
     assert response.status_code == 302
     assert stored(db, made).satisfaction is None

@@ -66,7 +66,15 @@ ANSWERED_OTHERWISE = "answered_otherwise"
 
 
 class CallbackError(ValueError):
-    """A callback cannot be made or changed as asked; the message says why."""
+    """A callback cannot be made or changed as asked; the message says why.
+
+    ``template`` (a catalogue message with %(name)s fields) and ``params`` let the web UI say it in
+    the user's language; ``str()`` is the English.
+    """
+
+    def __init__(self, template: str, **params: object) -> None:
+        self.template, self.params = template, params
+        super().__init__(template % params if params else template)
 
 
 # --- calling hours ------------------------------------------------------------------------------
@@ -137,7 +145,7 @@ def check_phone(phone: str) -> str:
     """The number as given without formatting noise; CallbackError when it cannot be dialled."""
     cleaned = dialable(phone)
     if cleaned is None:
-        raise CallbackError(f"号码无效 / invalid number {phone!r}: digits, an optional leading +")
+        raise CallbackError("invalid number %(phone)r: digits, an optional leading +", phone=phone)
     return cleaned
 
 
@@ -229,7 +237,7 @@ def resolve_ticket(session: Session, settings: Settings, ticket: Ticket, note: s
                    now: datetime | None = None) -> Callback:
     """The result is delivered: the ticket is resolved and its revisit scheduled (complaints: the complaint revisit)."""
     if ticket.status is TicketStatus.CLOSED:
-        raise CallbackError(f"ticket {ticket.number} is closed")
+        raise CallbackError("ticket %(number)s is closed", number=ticket.number)
     if not note.strip():
         raise CallbackError("a resolution note is required (处理结果)")
     now = now or utcnow()
@@ -258,7 +266,7 @@ def caller_of(session: Session, ticket: Ticket) -> str:
                          .order_by(Call.ring_at.desc()).limit(1))
     number = raw or ticket.phone
     if not number:
-        raise CallbackError(f"ticket {ticket.number} has no phone number to call back")
+        raise CallbackError("ticket %(number)s has no phone number to call back", number=ticket.number)
     return number
 
 
@@ -319,7 +327,7 @@ def start_attempt(session: Session, settings: Settings, callback_id: int, number
 def dial_now(session: Session, settings: Settings, callback: Callback, *, now: datetime | None = None) -> int:
     """A person asks for the callback now ("call now", ``hotline callbacks dial``): the attempt number to run."""
     if callback.state not in WAITING:
-        raise CallbackError(f"callback {callback.id} is {callback.state.value}: nothing to dial")
+        raise CallbackError("callback %(id)d is %(state)s: nothing to dial", id=callback.id, state=callback.state.value)
     now = now or utcnow()
     if not is_allowed(now, settings, customer_zone(callback.phone, settings)):
         raise CallbackError("outside calling hours or on a holiday: reschedule it instead")
@@ -396,7 +404,7 @@ def record_answers(session: Session, settings: Settings, callback: Callback, *, 
     now = now or utcnow()
     score = SCORES[satisfaction] if score is None else score
     if not 1 <= score <= 5:
-        raise CallbackError("score is 1-5")
+        raise CallbackError("a score is a whole number from 1 to 5")
     callback.satisfaction, callback.score = satisfaction, score
     callback.survey_answers = {**(callback.survey_answers or {}), **(answers or {})}
     session.flush()
@@ -422,7 +430,8 @@ def answered_otherwise(session: Session, callback: Callback, *, actor_id: int | 
     """The customer gave their answers another way (they called in, staff reached them otherwise): done,
     and nobody dials them for it again."""
     if callback.state not in WAITING:
-        raise CallbackError(f"callback {callback.id} is {callback.state.value}: only a waiting one is closed this way")
+        raise CallbackError("callback %(id)d is %(state)s: only a waiting one is closed this way", id=callback.id,
+                            state=callback.state.value)
     callback.state, callback.outcome, callback.completed_at = CallbackState.DONE, ANSWERED_OTHERWISE, now or utcnow()
     _trail(session, callback, f"回访已完成（其他方式） / {ANSWERED_OTHERWISE}", actor_id)
     return callback
@@ -434,12 +443,13 @@ def reschedule(session: Session, settings: Settings, callback: Callback, at: dat
                actor_id: int | None = None) -> Callback:
     """Move the next attempt to ``at``: inside the window and inside calling hours, else refused."""
     if callback.state not in WAITING:
-        raise CallbackError(f"callback {callback.id} is {callback.state.value}: only a waiting callback is rescheduled")
+        raise CallbackError("callback %(id)d is %(state)s: only a waiting callback is rescheduled", id=callback.id,
+                            state=callback.state.value)
     if not callback.due_from <= at <= callback.due_by:
-        raise CallbackError(f"{at.isoformat()} is outside the window {callback.due_from.isoformat()} – "
-                            f"{callback.due_by.isoformat()}")
+        raise CallbackError("%(at)s is outside the window %(start)s – %(end)s", at=at.isoformat(),
+                            start=callback.due_from.isoformat(), end=callback.due_by.isoformat())
     if not is_allowed(at, settings, customer_zone(callback.phone, settings)):
-        raise CallbackError(f"{at.isoformat()} is outside calling hours or on a holiday")
+        raise CallbackError("%(at)s is outside calling hours or on a holiday", at=at.isoformat())
     callback.next_attempt_at, callback.state, callback.flag = at, CallbackState.SCHEDULED, None
     _trail(session, callback, f"回访改期 / rescheduled to {at.isoformat()}", actor_id)
     return callback
@@ -449,9 +459,9 @@ def give_up(session: Session, callback: Callback, state: CallbackState, *, reaso
             actor_id: int | None = None) -> Callback:
     """Staff mark it unreachable, or someone cancels it."""
     if state not in (CallbackState.UNREACHABLE, CallbackState.CANCELLED):
-        raise CallbackError(f"a callback is given up as unreachable or cancelled, not {state.value}")
+        raise CallbackError("a callback is given up as unreachable or cancelled, not %(state)s", state=state.value)
     if callback.state not in OPEN:
-        raise CallbackError(f"callback {callback.id} is already {callback.state.value}")
+        raise CallbackError("callback %(id)d is already %(state)s", id=callback.id, state=callback.state.value)
     callback.state, callback.outcome = state, reason or state.value
     _trail(session, callback, f"回访{'无法联系' if state is CallbackState.UNREACHABLE else '取消'} / {state.value}"
                               + (f": {reason}" if reason else ""), actor_id)

@@ -63,6 +63,11 @@ def _strip(text: str | None) -> str | None:
     return text.strip() if text else text
 
 
+def said(error: CallbackError) -> str:
+    """A rule's refusal in the user's language (the catalogue has the rules' messages)."""
+    return _(error.template, **error.params)  # type: ignore[arg-type]
+
+
 def _team_zone() -> ZoneInfo:
     return ZoneInfo(_settings().general.timezone)
 
@@ -163,7 +168,7 @@ def _dial(callback: Callback) -> None:
         attempt = dial_now(db, settings, callback)
     except CallbackError as error:
         db.rollback()
-        flash(_("Not dialled: %(reason)s", reason=str(error)))
+        flash(_("Not dialled: %(reason)s", reason=said(error)))
         return
     db.commit()
     try:
@@ -184,7 +189,7 @@ def move(callback_id: int) -> Response | tuple[str, int]:
             reschedule(db, _settings(), callback, form.at.data, actor_id=current_user.id)
         except CallbackError as error:
             db.rollback()
-            form.at.errors = [*form.at.errors, str(error)]
+            form.at.errors = [*form.at.errors, said(error)]
         else:
             db.commit()
             flash(_("Callback %(id)d rescheduled to %(time)s.", id=callback.id,
@@ -205,7 +210,7 @@ def unreachable(callback_id: int) -> Response | tuple[str, int]:
         give_up(db, callback, CallbackState.UNREACHABLE, reason=form.reason.data or "", actor_id=current_user.id)
     except CallbackError as error:
         db.rollback()
-        flash(_("Not marked: %(reason)s", reason=str(error)))
+        flash(_("Not marked: %(reason)s", reason=said(error)))
         return redirect(url_for("callbacks.show", callback_id=callback_id))
     db.commit()
     flash(_("Callback %(id)d marked unreachable.", id=callback_id))
@@ -230,7 +235,7 @@ def survey(callback_id: int) -> Response | tuple[str, int]:
                                    score=form.score.data, answers=form.answers(), actor_id=current_user.id)
     except CallbackError as error:
         db.rollback()
-        form.score.errors = [*form.score.errors, str(error)]
+        form.score.errors = [*form.score.errors, said(error)]
         return _page(_callback(callback_id), survey_form=form), 400
     db.commit()
     flash(_("The answers of callback %(id)d are saved.", id=callback_id))

@@ -16,6 +16,7 @@ from models.callbacks import CallbackError, due_now, resolve_ticket
 from models.db import Unavailable
 from models.ticket import Ticket, TicketStatus
 from models.user import Role
+from webui.callbacks import said
 from webui.db import get_db
 from workers.dispatch import enqueue_callback
 
@@ -61,7 +62,7 @@ def resolve(number: str) -> Response | tuple[str, int]:
         callback = resolve_ticket(db, settings, ticket, form.note.data, actor_id=current_user.id)
     except CallbackError as error:
         db.rollback()
-        form.note.errors = [*form.note.errors, str(error)]
+        form.note.errors = [*form.note.errors, said(error)]
         return _page(_ticket(number), form), 400
     db.commit()
     flash(_("Ticket %(number)s resolved; callback %(id)d is scheduled.", number=number, id=callback.id))

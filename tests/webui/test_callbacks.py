@@ -249,7 +249,7 @@ def test_call_now_on_a_holiday_is_refused_and_nothing_is_saved(db, settings, rev
     made = callback(db, settings, earliest=utcnow() + timedelta(hours=1))
     settings.general.holidays = [datetime.now(ZoneInfo("Asia/Shanghai")).date()]
     page = post(revisit, f"{LIST}{made.id}/call").headers["Location"]
-    assert "holiday" in revisit.get(page).get_data(as_text=True)
+    assert "节假日" in revisit.get(page).get_data(as_text=True)
     assert queue(settings, DIALLER_QUEUE).jobs == []
     assert stored(db, made).state is CallbackState.SCHEDULED
 
@@ -273,7 +273,7 @@ def test_a_time_outside_the_window_is_refused_at_the_field_and_kept(db, settings
     response = post(revisit, f"{LIST}{made.id}/reschedule", at=typed)
     page = response.get_data(as_text=True)
     assert response.status_code == 400
-    assert "outside the window" in error_at(page, "at")
+    assert "不在回访时限" in error_at(page, "at")
     assert f'value="{typed}"' in page
     assert stored(db, made).next_attempt_at == before
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from config import Settings, load_settings
 from models.db import engine, session_factory, upgrade
+from workers.connection import close_redis
 
 POSTGRES_URL = os.environ.get("HOTLINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -117,7 +118,7 @@ def migrated_env(hotline_env: dict[str, str], migrated_template: str) -> Iterato
 
 
 @pytest.fixture
-def settings(migrated_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+def settings(migrated_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """Settings of a fresh installation, its database migrated; also set in the environment."""
     for key, value in migrated_env.items():
         monkeypatch.setenv(key, value)
@@ -127,7 +128,8 @@ def settings(migrated_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> S
     if loaded.redis.url:
         # The shared test Redis database starts each test empty, as an embedded one would.
         Redis.from_url(loaded.redis.url).flushdb()
-    return loaded
+    yield loaded
+    close_redis(loaded)
 
 
 @pytest.fixture

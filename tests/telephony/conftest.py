@@ -15,6 +15,7 @@ from config import Settings, load_settings
 from telephony.pbx import LocalPbx, hotline_extensions
 from telephony.service import HotlineService
 from tests.telephony import peers
+from workers.connection import close_redis
 
 SIP_TOML = f"""
 [sip]
@@ -34,12 +35,14 @@ closing = "再见"
 
 
 @pytest.fixture
-def sip_settings(migrated_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
+def sip_settings(migrated_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settings]:
     """Settings of a fresh installation on the test ports, with short prompts; database migrated."""
     Path(migrated_env["HOTLINE_CONFIG"]).write_text(SIP_TOML, encoding="utf-8")
     for key, value in migrated_env.items():
         monkeypatch.setenv(key, value)
-    return load_settings()
+    loaded = load_settings()
+    yield loaded
+    close_redis(loaded)
 
 
 @pytest.fixture

@@ -85,8 +85,10 @@ def coverage(source: np.ndarray, window: np.ndarray, sample_rate: int = 8000) ->
 def match(source: np.ndarray, recorded: np.ndarray, max_lag_s: float = 2.0, sample_rate: int = 8000) -> Match:
     """The best lag (0..max_lag_s, recording behind the source) over the whole source, and the match there.
 
-    Each second of the source may sit up to ``DRIFT_FRAMES`` from that lag: a jitter buffer that deepens
-    mid-call (a loaded machine) delays what follows by a frame or more, and the speech is all there.
+    Where the recording resembles the source (at least ``OTHER_CHANNEL_LIMIT``), each second of the
+    source may sit up to ``DRIFT_FRAMES`` from that lag: a jitter buffer that deepens mid-call (a loaded
+    machine) delays what follows by a frame or more, and the speech is all there. Below that nothing
+    is refined, so checks that a party did not hear something are not searched into a match.
     """
     src, rec = envelope(source, sample_rate), envelope(recorded, sample_rate)
     rec = np.concatenate([rec, np.zeros(len(src) + DRIFT_FRAMES)])  # past the recording's end: silence
@@ -96,6 +98,9 @@ def match(source: np.ndarray, recorded: np.ndarray, max_lag_s: float = 2.0, samp
         if value > best:
             best, best_lag = value, lag
     frame = sample_rate * ENVELOPE_MS // 1000
+    if best < OTHER_CHANNEL_LIMIT:  # not the same speech: following drift would only search for a better fit
+        return Match(best, best_lag * ENVELOPE_MS / 1000,
+                     coverage(source, aligned(recorded, best_lag * frame, len(source)), sample_rate))
     window = np.concatenate([aligned(recorded, (start + lag) * frame, min(PIECE_FRAMES, len(src) - start) * frame)
                              for start, lag in _piece_lags(src, rec, best_lag)])
     return Match(max(best, _correlation(src, envelope(window, sample_rate))), best_lag * ENVELOPE_MS / 1000,

@@ -25,6 +25,20 @@ from workers.connection import close_redis
 POSTGRES_URL = os.environ.get("HOTLINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
+# A test that asks for none of these never reaches the database or Redis: the PostgreSQL and Redis
+# pass leaves it out (it ran on the embedded defaults already, and its result cannot differ).
+BACKEND_FIXTURES = {"settings", "db", "hotline_env", "migrated_env", "database_url", "postgres_database",
+                    "sip_settings"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("HOTLINE_TEST_DATABASE") != "postgresql":
+        return
+    kept = [item for item in items if BACKEND_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+    items[:] = kept
+
+
 def postgres_schema_url(base_url: str, schema: str) -> str:
     separator = "&" if "?" in base_url else "?"
     return f"{base_url}{separator}options=-csearch_path%3D{schema}"

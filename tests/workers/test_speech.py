@@ -73,8 +73,8 @@ def test_g711_mu_law_and_other_formats_give_the_same_result(real_model: SpeechMo
 @pytest.mark.model
 def test_same_audio_gives_the_same_segments_every_run(real_model: SpeechModel, dialogue_wav: Path) -> None:
     """Kaldi dithers with libc's rand(): without the seed, runs in one process differ."""
-    runs = [speech.transcribe_file(dialogue_wav, real_model).segments for _ in range(3)]
-    assert runs[0] == runs[1] == runs[2]
+    first, second = (speech.transcribe_file(dialogue_wav, real_model).segments for _ in range(2))
+    assert first == second
 
 
 @pytest.mark.model

@@ -540,9 +540,10 @@ def test_a_listening_supervisor_hears_both_sides_and_neither_hears_them(
     customer_words = peers.speech_wav("My fridge is making a strange noise.", tmp_path / "c.wav")
     agent_words = peers.speech_wav("I will send a technician tomorrow.", tmp_path / "a.wav")
     supervisor_words = peers.speech_wav("Supervisor testing one two three.", tmp_path / "s.wav")
-    phones.agent("2000", padded(agent_words, 9, 30), 5182)
+    # The words come late enough for the supervisor's phone to ring and answer first on a busy machine.
+    phones.agent("2000", padded(agent_words, 14, 30), 5182)
     phones.agent("2002", padded(supervisor_words, 1, 30), 5188)  # the supervisor's softphone
-    phones.customer("customer", padded(customer_words, 5, 12))
+    phones.customer("customer", padded(customer_words, 10, 12))
     assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.ON_CALL, 20)
     assert bus.request_call(call_centre, agent_state(call_centre, "zhang").call_uid, "listen", "2002")
     [call] = wait_ended(call_centre, timeout=40)

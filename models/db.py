@@ -89,10 +89,12 @@ def engine_for(url: str) -> Engine:
         return engine
     query = make_url(url).query
     connect_args: dict[str, object] = {} if "connect_timeout" in query else {"connect_timeout": CONNECT_TIMEOUT}
-    if "options" not in query:
+    options = query.get("options", "")
+    if isinstance(options, str) and "idle_in_transaction_session_timeout" not in options:
         # A process cut off from the server mid-transaction (network gone, killed) would otherwise
         # hold its locks until TCP gives up, hours later; Hotline's transactions take milliseconds.
-        connect_args["options"] = f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
+        # Added to the URL's own options (a search_path, say), which these replace.
+        connect_args["options"] = f"{options} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}".strip()
     return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 

@@ -255,8 +255,9 @@ def test_calls_are_answered_and_recorded_while_the_database_is_locked(
 
 
 def test_calls_are_answered_and_recorded_while_postgresql_is_unreachable(
-        start_service: Callable[..., HotlineService], sip_settings: Settings, sipp_dir: Path,
-        postgres_database: str) -> None:
+        postgres_database: str, start_service: Callable[..., HotlineService], sip_settings: Settings,
+        sipp_dir: Path) -> None:
+    # postgres_database first: its schema is dropped after the service has stopped.
     from models.db import upgrade
     from tests.hotline.test_cli import TcpProxy
 

@@ -36,6 +36,9 @@ IDLE_POLL_SECONDS = 0.2
 # that the 20 ms clock fell over a second behind at 250 calls (bench/calls.py). A backlog waits in
 # the journal, which is what it is for.
 BUSY_SHARE = 1 / 3
+# An entry that waited for a lock (SQLite's busy timeout is 30 s) was not busy all that time: the
+# rest counts at most this much of it, or the journal would catch up a minute after an outage.
+REST_BASIS_MAX_SECONDS = 1.0
 
 
 class JournalInUse(RuntimeError):
@@ -269,7 +272,7 @@ class JournalWriter:
 
     def _rest(self, busy: float) -> None:
         """Pause in proportion to ``busy`` (see ``BUSY_SHARE``); not once stopping: ``stop`` drains at full speed."""
-        self._stopping.wait(busy * (1 / BUSY_SHARE - 1))
+        self._stopping.wait(min(busy, REST_BASIS_MAX_SECONDS) * (1 / BUSY_SHARE - 1))
 
     def _outage(self, exc: BaseException) -> None:
         if self._outage_began is not None:

@@ -154,6 +154,35 @@ def test_a_customer_who_never_answers_is_retried_then_unreachable(
     assert first.dialled_at and second.dialled_at and (second.dialled_at - first.dialled_at).total_seconds() >= 3
 
 
+def test_a_customer_who_hangs_up_mid_survey_is_tried_again(
+        survey_settings: Settings, start_service: Callable[..., HotlineService], tmp_path: Path) -> None:
+    """baresip answers, says a word and hangs up (its file ends) during the question: hung_up, retried."""
+    service = start_service()
+    phone = peers.baresip_callee(tmp_path / "baresip", peers.speech_wav("Hello?", tmp_path / "hello.wav",
+                                                                         pad_seconds=2), user=CUSTOMER, password=PASSWORD)
+    try:
+        callback_id = resolve_when_registered(service)
+        wait_callback(survey_settings, callback_id, {CallbackState.IN_CALL}, 30)
+        done = wait_callback(survey_settings, callback_id, {CallbackState.SCHEDULED}, 60)  # to be tried again
+    finally:
+        phone.stop()
+    [attempt] = done.attempt_rows
+    assert attempt.outcome is AttemptOutcome.HUNG_UP and done.satisfaction is None
+    assert done.next_attempt_at is not None and done.attempts == 1
+
+
+def test_a_number_nobody_has_is_unreachable_at_once(
+        survey_settings: Settings, start_service: Callable[..., HotlineService]) -> None:
+    """An extension the PBX does not know: rejected (404), not worth trying again."""
+    service = start_service()
+    with session_scope(survey_settings) as session:
+        ticket = create_ticket(session, survey_settings, ticket_type=TicketType.REPAIR, phone="2999", description="不制冷")
+        callback_id = resolve_ticket(session, survey_settings, ticket, "更换压缩机").id
+    done = wait_callback(survey_settings, callback_id, {CallbackState.UNREACHABLE}, 60)
+    assert [a.outcome for a in done.attempt_rows] == [AttemptOutcome.REJECTED]
+    assert service.events.flush(10)
+
+
 def test_an_answering_machine_is_told_by_its_silence_and_tried_again(
         survey_settings: Settings, start_service: Callable[..., HotlineService], tmp_path: Path) -> None:
     """The phone answers and never speaks nor presses a key: the hint is kept and the callback retried."""

@@ -72,6 +72,16 @@ def wait_callback(settings: Settings, callback_id: int, states: set[CallbackStat
     return callback
 
 
+def answered_then_tried_again(service: HotlineService, phone: peers.Peer) -> Callback:
+    """Resolve once the phone is registered; the customer answers, and the callback waits for its next attempt."""
+    try:
+        callback_id = resolve_when_registered(service)
+        wait_callback(service.settings, callback_id, {CallbackState.IN_CALL}, 30)
+        return wait_callback(service.settings, callback_id, {CallbackState.SCHEDULED}, 60)
+    finally:
+        phone.stop()
+
+
 def survey_call(settings: Settings, callback_id: int) -> Call:
     with session_scope(settings) as session:
         call = session.scalar(select(Call).where(Call.callback_id == callback_id))
@@ -160,12 +170,7 @@ def test_a_customer_who_hangs_up_mid_survey_is_tried_again(
     service = start_service()
     phone = peers.baresip_callee(tmp_path / "baresip", peers.speech_wav("Hello?", tmp_path / "hello.wav",
                                                                          pad_seconds=2), user=CUSTOMER, password=PASSWORD)
-    try:
-        callback_id = resolve_when_registered(service)
-        wait_callback(survey_settings, callback_id, {CallbackState.IN_CALL}, 30)
-        done = wait_callback(survey_settings, callback_id, {CallbackState.SCHEDULED}, 60)  # to be tried again
-    finally:
-        phone.stop()
+    done = answered_then_tried_again(service, phone)
     [attempt] = done.attempt_rows
     assert attempt.outcome is AttemptOutcome.HUNG_UP and done.satisfaction is None
     assert done.next_attempt_at is not None and done.attempts == 1
@@ -192,12 +197,7 @@ def test_an_answering_machine_is_told_by_its_silence_and_tried_again(
     silence = tmp_path / "silence.wav"
     peers.write_wav(silence, np.zeros(8000 * 60, dtype=np.int16))
     phone = peers.baresip_callee(tmp_path / "baresip", silence, user=CUSTOMER, password=PASSWORD)
-    try:
-        callback_id = resolve_when_registered(service)
-        wait_callback(survey_settings, callback_id, {CallbackState.IN_CALL}, 30)
-        done = wait_callback(survey_settings, callback_id, {CallbackState.SCHEDULED}, 60)  # to be tried again
-    finally:
-        phone.stop()
+    done = answered_then_tried_again(service, phone)
     [attempt] = done.attempt_rows
     assert attempt.outcome is AttemptOutcome.ANSWERING_MACHINE and attempt.answering_machine
     assert done.attempts == 1 and done.satisfaction is None

@@ -407,7 +407,7 @@ def test_blind_transfer_by_refer_from_the_agents_phone_to_another_agent(
     zhang_speech = peers.speech_wav("Zhang speaking, let me transfer you.", tmp_path / "a.wav")
     li_speech = peers.speech_wav("This is Li from technical support.", tmp_path / "b.wav")
     phones.agent("2000", padded(zhang_speech, 0, 40), 5182)
-    phones.agent("2001", padded(li_speech, 0, 40), 5184)
+    phones.agent("2001", padded(li_speech, 2, 40), 5184)  # speaks once the caller is surely put through
     phones.customer("customer", padded(peers.speech_wav("Hello?", tmp_path / "c.wav"), 1, 22))
     assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.ON_CALL, 20)
     time.sleep(4)  # zhang has said his words
@@ -477,7 +477,7 @@ def test_a_refer_to_a_queue_number_puts_the_caller_ahead_of_those_waiting_and_an
     start_service()
     phones.agent("2000", peers.speech_wav("Zhang.", tmp_path / "a.wav", pad_seconds=40), 5182)
     li_words = peers.speech_wav("This is Li from technical support.", tmp_path / "b.wav")
-    phones.agent("2001", padded(li_words, 0, 3), 5184)  # hangs up after it
+    phones.agent("2001", padded(li_words, 2, 3), 5184)  # speaks once put through, hangs up after it
     phones.customer("customer", padded(peers.speech_wav("Hello?", tmp_path / "c.wav"), 1, 30))
     assert peers.wait_for(lambda: agent_state(call_centre, "zhang").state is AgentState.ON_CALL, 20)
     transferred_uid = agent_state(call_centre, "zhang").call_uid

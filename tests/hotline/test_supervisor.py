@@ -44,12 +44,12 @@ def web_answers() -> bool:
 
 
 def children(pid: int) -> dict[str, psutil.Process]:
-    """Live child services by name (a killed one lingers as a zombie until reaped)."""
+    """Live child services by name (a killed one lingers as a zombie until reaped, then is gone)."""
     alive = {}
     for process in psutil.Process(pid).children():
         try:
             command = process.cmdline()
-        except psutil.ZombieProcess:
+        except psutil.NoSuchProcess:  # a zombie (ZombieProcess), or reaped since the listing
             continue
         if command and command[-1] in SERVICES:
             alive[command[-1]] = process

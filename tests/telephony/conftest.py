@@ -94,8 +94,11 @@ def sipp_dir(tmp_path: Path, caller_speech: Path) -> Path:
     return workdir
 
 
-def run_sipp(scenario: str, workdir: Path, *, pause_ms: int = 1000, timeout: float = 60, **kwargs: object) -> str:
-    """Run sipp to completion; fails the test unless sipp reports success. Returns its -trace_logs log."""
+def run_sipp(scenario: str, workdir: Path, *, pause_ms: int = 1000, timeout: float = 130, **kwargs: object) -> str:
+    """Run sipp to completion; fails the test unless sipp reports success. Returns its -trace_logs log.
+
+    Waited for as long as sipp's own ``-timeout`` (120 s): on a loaded CI machine a scenario that sipp
+    completed successfully outlasted a 60 s wait (its retransmissions)."""
     peer = peers.sipp(scenario, workdir, extra=["-d", str(pause_ms), "-trace_logs"], **kwargs)  # type: ignore[arg-type]
     try:
         code = peer.wait(timeout)

@@ -44,15 +44,19 @@ class RawPeer:
         self.sock.settimeout(2)
         self.address = self.sock.getsockname()
 
-    def send_paced(self, leg: MediaLeg, packets: list[bytes | None], interval: float = 0.02) -> None:
-        """One entry per interval; None sends nothing in that slot (a pause or a lost packet)."""
-        start = time.monotonic()
+    def send_paced(self, leg: MediaLeg, packets: list[bytes | None], interval: float = 0.02) -> float:
+        """One entry per interval; None sends nothing in that slot (a pause or a lost packet).
+
+        Returns how late (s) the latest packet left: on a starved machine the pacing itself fails."""
+        start, latest = time.monotonic(), 0.0
         for index, packet in enumerate(packets):
             delay = start + index * interval - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            latest = max(latest, -delay)
             if packet is not None:
                 self.sock.sendto(packet, ("127.0.0.1", leg.local_port))
+        return latest
 
     def receive(self, count: int) -> list[bytes]:
         return [self.sock.recvfrom(2048)[0] for _ in range(count)]
@@ -166,15 +170,19 @@ def test_lost_packet_becomes_one_silent_frame(engine: MediaEngine, peer: RawPeer
 
 def test_reordered_packets_are_put_back_in_order(engine: MediaEngine, peer: RawPeer, tmp_path: Path) -> None:
     """The buffer starts one frame deep (the least delay); the first packet after its turn deepens it for the rest."""
-    leg = engine.open_leg()
-    leg.connect(peer.address, g711.PCMU)
-    recorder = record(leg, tmp_path / "reorder.wav")
     packets = stream(40)
     for first in range(5, 35, 6):
         packets[first], packets[first + 1] = packets[first + 1], packets[first]
-    peer.send_paced(leg, packets)
-    time.sleep(0.2)
-    played = [level for level in trimmed(frame_levels(finish(leg, recorder)[:, 0])) if level]
+    for attempt in range(3):  # again only when the machine stalled the sender or the clock (not the buffer's doing)
+        leg = engine.open_leg()
+        leg.connect(peer.address, g711.PCMU)
+        recorder = record(leg, tmp_path / f"reorder-{attempt}.wav")
+        late_ticks = engine.stats.late_ticks
+        sender_late = peer.send_paced(leg, packets)
+        time.sleep(0.2)
+        played = [level for level in trimmed(frame_levels(finish(leg, recorder)[:, 0])) if level]
+        if sender_late < 0.015 and engine.stats.late_ticks == late_ticks:
+            break
     assert leg.stats.lost + leg.stats.late <= 2  # the first swap may cost its frame; none after it
     in_order = list(range(40))
     first_late_dropped = [seq for seq in in_order if seq != 5]
